@@ -1,0 +1,27 @@
+"""Object storage behind one small async interface; one module per backend."""
+
+from .base import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageAccessDenied,
+    StorageError,
+    TransientStorageError,
+)
+from .location import StorageLocation, StorageSettings, open_storage
+
+__all__ = [
+    "ObjectExists",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectWriter",
+    "Storage",
+    "StorageAccessDenied",
+    "StorageError",
+    "StorageLocation",
+    "StorageSettings",
+    "TransientStorageError",
+    "open_storage",
+]

@@ -1,0 +1,180 @@
+"""Filesystem backend: a folder (a local disk, or a PVC in Kubernetes).
+
+Writes go to a hidden temporary file in the target folder, are fsynced, then linked into
+place: `os.link` fails if the name exists, so a finished object is never replaced unless
+the caller asked for it (then `os.replace`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from .base import (
+    DEFAULT_CHUNK_SIZE,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageAccessDenied,
+    StorageError,
+)
+
+TEMP_MARKER = ".tmp-"
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid object name {name!r}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemWriter(ObjectWriter):
+    def __init__(self, storage: FilesystemStorage, name: str, overwrite: bool) -> None:
+        self.name = name
+        self._storage = storage
+        self._overwrite = overwrite
+        self._final = storage.path_of(name)
+        self._temp = self._final.with_name(f".{self._final.name}{TEMP_MARKER}{secrets.token_hex(6)}")
+        self._file: BinaryIO | None = None
+        self._size = 0
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            if not self._overwrite and self._final.exists():
+                raise ObjectExists(f"{self._storage.url}/{self.name} already exists")
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._temp, "xb")  # noqa: SIM115 - closed in commit/abort
+        return self._file
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        await asyncio.to_thread(self._write_sync, data)
+
+    def _write_sync(self, data: bytes) -> None:
+        try:
+            self._open().write(data)
+        except PermissionError as exc:
+            raise StorageAccessDenied(f"cannot write {self._storage.url}/{self.name}: {exc.strerror}") from exc
+        self._size += len(data)
+
+    async def commit(self) -> ObjectInfo:
+        return await asyncio.to_thread(self._commit_sync)
+
+    def _commit_sync(self) -> ObjectInfo:
+        f = self._open()
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        try:
+            if self._overwrite:
+                os.replace(self._temp, self._final)
+            else:
+                try:
+                    os.link(self._temp, self._final)
+                except FileExistsError as exc:
+                    raise ObjectExists(f"{self._storage.url}/{self.name} already exists") from exc
+                finally:
+                    self._temp.unlink(missing_ok=True)
+            _fsync_dir(self._final.parent)
+        except BaseException:
+            self._temp.unlink(missing_ok=True)
+            raise
+        return ObjectInfo(self.name, self._size, datetime.now(UTC))
+
+    async def abort(self) -> None:
+        await asyncio.to_thread(self._abort_sync)
+
+    def _abort_sync(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+
+class FilesystemStorage(Storage):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.url = f"file://{self.root}"
+
+    def path_of(self, name: str) -> Path:
+        _check_name(name)
+        return self.root / name
+
+    def open_write(
+        self, name: str, *, overwrite: bool = False, size_hint: int | None = None
+    ) -> ObjectWriter:
+        return FilesystemWriter(self, name, overwrite)
+
+    async def read(self, name: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        path = self.path_of(name)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
+        except PermissionError as exc:
+            raise StorageAccessDenied(f"cannot read {self.url}/{name}: {exc.strerror}") from exc
+        try:
+            while chunk := await asyncio.to_thread(f.read, chunk_size):
+                yield chunk
+        finally:
+            f.close()
+
+    async def stat(self, name: str) -> ObjectInfo:
+        try:
+            st = await asyncio.to_thread(self.path_of(name).stat)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
+        return ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        for info in await asyncio.to_thread(self._list_sync, prefix):
+            yield info
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        if not self.root.is_dir():
+            return found
+        # Only walk the folder the prefix points into.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return found
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for filename in filenames:
+                if TEMP_MARKER in filename and filename.startswith("."):
+                    continue
+                full = Path(dirpath) / filename
+                name = full.relative_to(self.root).as_posix()
+                if name.startswith(prefix):
+                    st = full.stat()
+                    found.append(ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+        found.sort(key=lambda i: i.name)
+        return found
+
+    async def delete(self, name: str) -> None:
+        path = self.path_of(name)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        # Remove folders left empty, up to the root.
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
