@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is here too.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
+
+.PHONY: demo test lint check e2e bench crds clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# constraints.txt pins every version CI was green with: resolution is instant and repeatable
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Azurite (the Azure Blob emulator) comes from npm; without Node the Azure tests skip and say so.
+$(NODE_STAMP): package.json
+	@if command -v npm >/dev/null; then npm install --no-audit --no-fund --silent && touch $(NODE_STAMP); \
+	else echo "npm not found: Azure Blob tests will be skipped"; fi
+
+demo: $(STAMP)
+	$(BIN)/mongo-backup demo
+
+test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+
+check: test lint
+
+crds: $(STAMP)
+	$(BIN)/mongo-backup crds --out crds/
+	cp crds/*.yaml helm/mongo-backup-operator/crds/
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e -m e2e -v
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .demo .bench

@@ -1,0 +1,209 @@
+"""What callers give the engine and what it gives back: options, progress, results.
+
+These plain dataclasses are the engine's whole public contract with the CLI and the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Compression = Literal["zstd", "gzip", "none"]
+ConflictPolicy = Literal["fail", "drop"]
+
+
+class EngineError(Exception):
+    """A run failed for a reason the user can act on. The message is one line that names
+    what is wrong and where (collection, object); it never contains credentials."""
+
+
+class RestoreConflict(EngineError):
+    """A target collection exists and is not empty, and the policy is `fail`."""
+
+
+class BackupNotFound(EngineError):
+    """The location holds no complete backup (no manifest.json)."""
+
+
+class IntegrityError(EngineError):
+    """A stored object does not match the manifest (checksum, framing, count or digest)."""
+
+
+class SourceUnavailable(EngineError):
+    """MongoDB cannot be reached or refused us (auth, network, timeout)."""
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    compression: Compression = "zstd"
+    #: zstd 1-22 (default 3), gzip 1-9 (default 6); None = the codec's default
+    level: int | None = None
+    #: mongodump-style patterns: `db.*`, `db.coll`, `*.coll`
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    #: collections streamed at once
+    parallel: int = 4
+    #: when the location holds a partial backup (objects, no manifest) from a lost attempt,
+    #: delete it first instead of failing
+    replace_partial: bool = False
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    #: mongorestore's --nsFrom/--nsTo, pairwise: `db.*` -> `db2.*`
+    ns_from: Sequence[str] = ()
+    ns_to: Sequence[str] = ()
+    on_conflict: ConflictPolicy = "fail"
+    #: collections restored at once; each has `insert_workers` writers
+    parallel: int = 4
+    insert_workers: int = 2
+    #: compare each restored collection with the manifest after the swap
+    verify: bool = True
+    #: identifies this restore; temporary collections carry it, so a restart with the same
+    #: run_id can drop what the lost attempt left behind
+    run_id: str | None = None
+    #: target namespaces ("db.coll") already restored by an earlier attempt of this run: skipped
+    already_restored: Sequence[str] = ()
+
+
+@dataclass
+class CollectionProgress:
+    namespace: str
+    documents_done: int = 0
+    documents_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    finished: bool = False
+
+
+@dataclass
+class Progress:
+    """A snapshot passed to the progress callback; the engine calls it often (every batch),
+    callers throttle."""
+
+    phase: Literal["backup", "restore", "verify"]
+    documents_done: int = 0
+    documents_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    started: float = 0.0  # time.monotonic() at start
+    elapsed: float = 0.0
+    collections: dict[str, CollectionProgress] = field(default_factory=dict)
+    #: target namespaces fully restored (swapped in) so far
+    restored: list[str] = field(default_factory=list)
+
+    @property
+    def percent(self) -> float:
+        if self.bytes_total > 0:
+            return min(100.0, 100.0 * self.bytes_done / self.bytes_total)
+        if self.documents_total > 0:
+            return min(100.0, 100.0 * self.documents_done / self.documents_total)
+        return 0.0
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second so far."""
+        return self.bytes_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, when it can be estimated."""
+        if self.rate <= 0 or self.bytes_total <= 0:
+            return None
+        return max(0.0, (self.bytes_total - self.bytes_done) / self.rate)
+
+    @property
+    def current(self) -> list[str]:
+        return [c.namespace for c in self.collections.values() if not c.finished and c.documents_done]
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    namespace: str
+    type: str  # "collection" | "view" | "timeseries"
+    documents: int
+    data_bytes: int  # uncompressed BSON
+    stored_bytes: int
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    location: str
+    checksum: str  # sha256 of manifest.json, hex
+    started_at: datetime
+    completed_at: datetime
+    server_version: str
+    documents: int
+    data_bytes: int
+    stored_bytes: int
+    collections: list[CollectionResult]
+
+    @property
+    def duration(self) -> float:
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class RestoredCollection:
+    source: str  # namespace in the backup
+    target: str  # namespace written
+    type: str
+    documents: int
+    #: "swapped" (temp collection renamed over target), "direct" (time-series/view,
+    #: restored in place), "skipped" (already restored by an earlier attempt)
+    method: str
+    verified: bool | None  # None when not verified
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    source: str
+    backup_checksum: str | None  # None for a plain mongodump directory
+    started_at: datetime
+    completed_at: datetime
+    documents: int
+    data_bytes: int
+    collections: list[RestoredCollection]
+    #: collections whose content matched the manifest after the restore / that were checked
+    verified: int = 0
+    checked: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    location: str
+    checksum: str
+    objects: int
+    documents: int
+    data_bytes: int
+    stored_bytes: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class BackupListing:
+    name: str
+    complete: bool
+    stored_bytes: int
+    objects: int
+    created: datetime | None
+    checksum: str | None
+    documents: int | None
