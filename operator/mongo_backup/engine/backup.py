@@ -1,0 +1,295 @@
+"""Backup: every selected collection streamed as raw BSON into compressed objects, then the
+manifest. Nothing is decoded; memory is bounded by a few batches per collection in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from .. import __version__
+from ..storage import Storage, StorageError
+from .compression import Codec, get_codec
+from .digest import ContentDigest
+from .manifest import MANIFEST_NAME, BackupManifest, CollectionEntry, StoredObject, manifest_checksum
+from .metadata import DATA_SUFFIX, METADATA_SUFFIX, build_metadata, collection_file_stem
+from .model import BackupOptions, BackupResult, CollectionResult, EngineError, ProgressCallback
+from .namespaces import SKIPPED_DATABASES, NamespaceFilter, is_system_namespace
+from .progress import ProgressTracker
+from .source import mongo_errors
+from .taskgroups import first_cause
+
+log = logging.getLogger(__name__)
+
+#: raw batches waiting to be compressed, per collection: the memory bound (batches are <= 16 MiB)
+QUEUE_DEPTH = 3
+#: compressed output is gathered into writes of about this size
+WRITE_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass
+class PlannedCollection:
+    db: str
+    name: str
+    type: str  # collection | view | timeseries
+    info: dict[str, Any]
+    documents: int
+    data_bytes: int
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.db}.{self.name}"
+
+
+async def server_version(client: AsyncMongoClient[Any]) -> str:
+    with mongo_errors("reading the server version"):
+        info = await client.admin.command("buildInfo")
+    return str(info.get("version", "unknown"))
+
+
+async def plan_backup(client: AsyncMongoClient[Any], selection: NamespaceFilter) -> list[PlannedCollection]:
+    """Every collection to dump, largest first (views last: they hold no data)."""
+    planned: list[PlannedCollection] = []
+    with mongo_errors("listing databases"):
+        databases = await client.list_database_names()
+    for db_name in sorted(databases):
+        if db_name in SKIPPED_DATABASES or not selection.may_match_database(db_name):
+            continue
+        db = client[db_name]
+        with mongo_errors(f"listing the collections of database {db_name!r}"):
+            infos = await (await db.list_collections()).to_list()
+        for found in infos:
+            info = dict(found)
+            name = info["name"]
+            if is_system_namespace(db_name, name) or not selection.matches(f"{db_name}.{name}"):
+                continue
+            kind = collection_type(info)
+            documents, data_bytes = (0, 0) if kind == "view" else await _estimate(db, name)
+            planned.append(PlannedCollection(db_name, name, kind, info, documents, data_bytes))
+    planned.sort(key=lambda p: (p.type == "view", -p.data_bytes, p.namespace))
+    return planned
+
+
+def collection_type(info: dict[str, Any]) -> str:
+    kind = str(info.get("type", "collection"))
+    if kind == "collection" and "timeseries" in (info.get("options") or {}):
+        return "timeseries"  # some servers report time-series collections as plain ones
+    return kind
+
+
+async def _estimate(db: Any, name: str) -> tuple[int, int]:
+    try:
+        stats = await db.command("collStats", name)
+        return int(stats.get("count", 0)), int(stats.get("size", 0))
+    except Exception:  # collStats is optional: progress then counts without a total
+        try:
+            return int(await db[name].estimated_document_count()), 0
+        except Exception:
+            return 0, 0
+
+
+class _Job:
+    """The dump of one collection: its data object and its metadata object."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Any],
+        storage: Storage,
+        plan: PlannedCollection,
+        codec: Codec,
+        level: int | None,
+        tracker: ProgressTracker,
+    ) -> None:
+        self.client = client
+        self.storage = storage
+        self.plan = plan
+        self.codec = codec
+        self.level = level
+        self.tracker = tracker
+        self.stem = collection_file_stem(plan.db, plan.name)
+        self.progress = tracker.add_collection(plan.namespace, plan.documents, plan.data_bytes)
+
+    async def run(self) -> CollectionEntry:
+        objects: list[StoredObject] = []
+        digest: ContentDigest | None = None
+        if self.plan.type != "view":
+            data_object, digest = await self._dump_data()
+            objects.append(data_object)
+        objects.append(await self._dump_metadata())
+        await self.tracker.finish(self.progress)
+        return CollectionEntry(
+            db=self.plan.db,
+            name=self.plan.name,
+            type=self.plan.type,
+            documents=digest.documents if digest else 0,
+            data_bytes=digest.bytes if digest else 0,
+            digest=digest.hexdigest() if digest else None,
+            objects=objects,
+        )
+
+    async def _dump_data(self) -> tuple[StoredObject, ContentDigest]:
+        name = self.stem + DATA_SUFFIX + self.codec.suffix
+        where = f"{self.plan.namespace} -> {self.storage.url}/{name}"
+        digest = ContentDigest()
+        sha = hashlib.sha256()
+        compressor = self.codec.compressor(self.level)
+        batches: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
+        collection = self.client[self.plan.db][self.plan.name]
+
+        async def read_batches() -> None:
+            with mongo_errors(f"reading {self.plan.namespace}"):
+                cursor = collection.find_raw_batches()
+                async for batch in cursor:
+                    await batches.put(batch)
+            await batches.put(None)
+
+        def encode(batch: bytes) -> bytes:
+            # in a worker thread: zstd and sha256 release the GIL, so the event loop keeps reading
+            digest.update_batch(batch, where)
+            out = compressor.compress(batch)
+            sha.update(out)
+            return out
+
+        def encode_tail() -> bytes:
+            out = compressor.flush()
+            sha.update(out)
+            return out
+
+        async def write_objects() -> None:
+            pending: list[bytes] = []
+            pending_size = 0
+            while (batch := await batches.get()) is not None:
+                before = digest.documents
+                out = await asyncio.to_thread(encode, batch)
+                if out:
+                    pending.append(out)
+                    pending_size += len(out)
+                if pending_size >= WRITE_CHUNK:
+                    await writer.write(b"".join(pending))
+                    pending, pending_size = [], 0
+                await self.tracker.advance(self.progress, digest.documents - before, len(batch))
+            pending.append(await asyncio.to_thread(encode_tail))
+            await writer.write(b"".join(pending))
+
+        async with self.storage.open_write(name, size_hint=self.plan.data_bytes or None) as writer:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(read_batches())
+                group.create_task(write_objects())
+        assert writer.info is not None
+        return StoredObject(name, "data", writer.info.size, sha.hexdigest()), digest
+
+    async def _dump_metadata(self) -> StoredObject:
+        indexes: list[dict[str, Any]] = []
+        if self.plan.type != "view":
+            with mongo_errors(f"listing the indexes of {self.plan.namespace}"):
+                cursor = await self.client[self.plan.db][self.plan.name].list_indexes()
+                indexes = [dict(ix) async for ix in cursor]
+        info = dict(self.plan.info)
+        info["type"] = self.plan.type
+        raw = build_metadata(info, indexes)
+        name = self.stem + METADATA_SUFFIX
+        if self.codec.name == "gzip":  # mongodump --gzip compresses metadata files too
+            compressor = self.codec.compressor(self.level)
+            raw = compressor.compress(raw) + compressor.flush()
+            name += self.codec.suffix
+        stored = await self.storage.write_bytes(name, raw)
+        return StoredObject(name, "metadata", stored.size, hashlib.sha256(raw).hexdigest())
+
+
+async def prepare_location(storage: Storage, replace_partial: bool) -> None:
+    """Refuse to write over a complete backup; clear or refuse a partial one."""
+    if await storage.exists(MANIFEST_NAME):
+        raise EngineError(f"{storage.url} already holds a complete backup: choose another name")
+    leftovers = [info.name async for info in storage.list()]
+    if not leftovers:
+        return
+    if not replace_partial:
+        raise EngineError(
+            f"{storage.url} holds {len(leftovers)} objects of an incomplete backup "
+            "(no manifest.json): delete them or choose another name"
+        )
+    log.info("removing %d objects of an incomplete earlier attempt at %s", len(leftovers), storage.url)
+    for name in leftovers:
+        await storage.delete(name)
+
+
+async def run_backup(
+    client: AsyncMongoClient[Any],
+    storage: Storage,
+    options: BackupOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> BackupResult:
+    options = options or BackupOptions()
+    codec = get_codec(options.compression)
+    codec.compressor(options.level)  # validates the level before anything is written
+    if options.parallel < 1:
+        raise EngineError(f"parallel must be at least 1 (got {options.parallel})")
+    selection = NamespaceFilter(options.include, options.exclude)
+    started = datetime.now(UTC)
+    version = await server_version(client)
+    await prepare_location(storage, options.replace_partial)
+    plan = await plan_backup(client, selection)
+    if not plan:
+        raise EngineError("nothing to back up: no collection matches the namespace filters")
+    tracker = ProgressTracker("backup", progress)
+    jobs = [_Job(client, storage, p, codec, options.level, tracker) for p in plan]
+    limit = asyncio.Semaphore(options.parallel)
+
+    async def run_job(job: _Job) -> CollectionEntry:
+        async with limit:
+            return await job.run()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run_job(job)) for job in jobs]
+        entries = [t.result() for t in tasks]
+        manifest = BackupManifest(
+            engine_version=__version__,
+            server_version=version,
+            started_at=started,
+            completed_at=datetime.now(UTC),
+            compression=codec.name,
+            compression_level=options.level if options.level is not None else codec.default_level,
+            collections=entries,
+            options={
+                "include": list(options.include),
+                "exclude": list(options.exclude),
+                "parallel": options.parallel,
+            },
+        )
+        raw = manifest.to_json()
+        # the manifest goes last: its presence is what marks the backup complete
+        await storage.write_bytes(MANIFEST_NAME, raw)
+    except BaseException as exc:
+        await _discard_partial(storage)
+        if isinstance(exc, BaseExceptionGroup):
+            raise first_cause(exc) from None
+        raise
+    await tracker.emit()
+    return BackupResult(
+        location=storage.url,
+        checksum=manifest_checksum(raw),
+        started_at=started,
+        completed_at=manifest.completed_at,
+        server_version=version,
+        documents=manifest.documents,
+        data_bytes=manifest.data_bytes,
+        stored_bytes=manifest.stored_bytes,
+        collections=[
+            CollectionResult(e.namespace, e.type, e.documents, e.data_bytes, e.stored_bytes, e.digest)
+            for e in entries
+        ],
+    )
+
+
+async def _discard_partial(storage: Storage) -> None:
+    """Best effort: remove what a failed run wrote. Even if this fails, no manifest exists."""
+    try:
+        await asyncio.shield(asyncio.wait_for(storage.delete_prefix(""), 60))
+    except (StorageError, TimeoutError, asyncio.CancelledError, OSError) as exc:
+        log.warning("could not remove the partial backup at %s: %s", storage.url, exc)

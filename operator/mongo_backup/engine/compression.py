@@ -1,0 +1,166 @@
+"""Compressors: one small interface, one implementation per codec.
+
+Every codec streams: `compress` may hold data back, `flush` returns the rest. File suffixes
+are part of the format: `.zst`, `.gz` (exactly mongodump --gzip's), or none.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import zlib
+from dataclasses import dataclass
+
+import zstandard
+
+from .model import EngineError, IntegrityError
+
+
+class StreamCompressor(abc.ABC):
+    @abc.abstractmethod
+    def compress(self, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def flush(self) -> bytes: ...
+
+
+class StreamDecompressor(abc.ABC):
+    @abc.abstractmethod
+    def decompress(self, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """Raise IntegrityError if the compressed stream was cut short."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    suffix: str
+    default_level: int | None
+    levels: tuple[int, int] | None
+
+    def compressor(self, level: int | None = None) -> StreamCompressor:
+        level = self.default_level if level is None else level
+        if self.levels and level is not None and not self.levels[0] <= level <= self.levels[1]:
+            lo, hi = self.levels
+            raise EngineError(f"compression level {level} is out of range for {self.name} ({lo}..{hi})")
+        if self.name == "zstd":
+            return _ZstdCompressor(level or 3)
+        if self.name == "gzip":
+            return _GzipCompressor(level or 6)
+        return _Identity()
+
+    def decompressor(self, where: str) -> StreamDecompressor:
+        if self.name == "zstd":
+            return _ZstdDecompressor(where)
+        if self.name == "gzip":
+            return _GzipDecompressor(where)
+        return _IdentityDecompressor()
+
+
+CODECS: dict[str, Codec] = {
+    "zstd": Codec("zstd", ".zst", 3, (1, 22)),
+    "gzip": Codec("gzip", ".gz", 6, (1, 9)),
+    "none": Codec("none", "", None, None),
+}
+
+
+def get_codec(name: str) -> Codec:
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise EngineError(f"unknown compression {name!r}: use one of {', '.join(CODECS)}") from None
+
+
+def codec_for_suffix(filename: str) -> Codec:
+    for codec in CODECS.values():
+        if codec.suffix and filename.endswith(codec.suffix):
+            return codec
+    return CODECS["none"]
+
+
+class _ZstdCompressor(StreamCompressor):
+    def __init__(self, level: int) -> None:
+        # Two workers keep pace with a raw BSON stream on a small node; more only adds memory.
+        threads = min(2, os.cpu_count() or 1)
+        self._obj = zstandard.ZstdCompressor(level=level, threads=threads).compressobj()
+
+    def compress(self, data: bytes) -> bytes:
+        out: bytes = self._obj.compress(data)
+        return out
+
+    def flush(self) -> bytes:
+        out: bytes = self._obj.flush()
+        return out
+
+
+class _ZstdDecompressor(StreamDecompressor):
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._seen = False
+
+    def decompress(self, data: bytes) -> bytes:
+        self._seen = True
+        try:
+            out: bytes = self._obj.decompress(data)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{self._where}: corrupt zstd data ({exc})") from None
+        return out
+
+    def finish(self) -> None:
+        # decompressobj reports eof once a whole frame has been read
+        if self._seen and not self._obj.eof:
+            raise IntegrityError(f"{self._where}: truncated: the zstd stream ends early")
+
+
+class _GzipCompressor(StreamCompressor):
+    def __init__(self, level: int) -> None:
+        self._obj = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip container
+
+    def compress(self, data: bytes) -> bytes:
+        return self._obj.compress(data)
+
+    def flush(self) -> bytes:
+        return self._obj.flush()
+
+
+class _GzipDecompressor(StreamDecompressor):
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._obj = zlib.decompressobj(31)
+        self._seen = False
+
+    def decompress(self, data: bytes) -> bytes:
+        self._seen = True
+        try:
+            out = self._obj.decompress(data)
+            while self._obj.eof and self._obj.unused_data:
+                # concatenated gzip members are valid gzip
+                rest = self._obj.unused_data
+                self._obj = zlib.decompressobj(31)
+                out += self._obj.decompress(rest)
+        except zlib.error as exc:
+            raise IntegrityError(f"{self._where}: corrupt gzip data ({exc})") from None
+        return out
+
+    def finish(self) -> None:
+        if self._seen and not self._obj.eof:
+            raise IntegrityError(f"{self._where}: truncated: the gzip stream ends early")
+
+
+class _Identity(StreamCompressor):
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class _IdentityDecompressor(StreamDecompressor):
+    def decompress(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> None:
+        return None

@@ -1,0 +1,104 @@
+"""The order-independent content digest of a collection, and BSON stream framing.
+
+Digest: for every document, BLAKE2b with a 16-byte output over the document's exact BSON
+bytes, read as an unsigned little-endian integer; the digest is the sum of these integers
+modulo 2**128, written as 32 lowercase hex digits (big-endian), prefixed `b2sum128:`.
+Addition commutes, so the digest does not depend on document order; unlike XOR, a document
+present twice does not cancel out.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+from .model import IntegrityError
+
+DIGEST_PREFIX = "b2sum128:"
+_MOD = 1 << 128
+_MIN_DOC = 5  # int32 length + terminating NUL
+MAX_BSON_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024  # the server's limit plus headroom
+
+
+class ContentDigest:
+    __slots__ = ("_total", "bytes", "documents")
+
+    def __init__(self) -> None:
+        self._total = 0
+        self.documents = 0
+        self.bytes = 0
+
+    def update_batch(self, batch: bytes | memoryview, where: str) -> None:
+        """Add every document of a buffer that holds whole BSON documents back to back."""
+        view = memoryview(batch)
+        end = len(view)
+        pos = 0
+        total = 0
+        count = 0
+        from_bytes = int.from_bytes
+        while pos < end:
+            if end - pos < _MIN_DOC:
+                raise IntegrityError(f"{where}: truncated BSON document at byte {self.bytes + pos}")
+            size = from_bytes(view[pos : pos + 4], "little")
+            if size < _MIN_DOC or pos + size > end or view[pos + size - 1] != 0:
+                raise IntegrityError(f"{where}: malformed BSON document at byte {self.bytes + pos}")
+            total += from_bytes(blake2b(view[pos : pos + size], digest_size=16).digest(), "little")
+            pos += size
+            count += 1
+        self._total += total
+        self.documents += count
+        self.bytes += end
+
+    def hexdigest(self) -> str:
+        return DIGEST_PREFIX + format(self._total % _MOD, "032x")
+
+
+class BsonFramer:
+    """Cuts a byte stream into whole BSON documents, whatever the chunk boundaries.
+
+    `feed` returns a buffer of complete documents (possibly empty) and keeps the tail;
+    `finish` raises if the stream ended inside a document."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._pending = bytearray()
+        self._offset = 0  # stream offset of _pending[0]
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._pending:
+            self._pending += chunk
+            buf: bytes | bytearray = self._pending
+        else:
+            buf = chunk
+        end = len(buf)
+        pos = 0
+        while end - pos >= 4:
+            size = int.from_bytes(buf[pos : pos + 4], "little")
+            if size < _MIN_DOC or size > MAX_BSON_DOCUMENT:
+                raise IntegrityError(
+                    f"{self._where}: malformed BSON stream at byte {self._offset + pos} (document size {size})"
+                )
+            if pos + size > end:
+                break
+            pos += size
+        whole = bytes(buf[:pos])
+        self._pending = bytearray(buf[pos:])
+        self._offset += pos
+        return whole
+
+    def finish(self) -> None:
+        if self._pending:
+            raise IntegrityError(
+                f"{self._where}: truncated: the stream ends inside a document at byte {self._offset}"
+            )
+
+
+def split_documents(batch: bytes) -> list[bytes]:
+    """Whole documents of a framed buffer, as separate byte strings."""
+    out = []
+    pos = 0
+    end = len(batch)
+    while pos < end:
+        size = int.from_bytes(batch[pos : pos + 4], "little")
+        out.append(batch[pos : pos + size])
+        pos += size
+    return out

@@ -1,0 +1,435 @@
+"""Restore: each collection is streamed into a temporary collection, checked, indexed, then
+renamed over its target. Until that rename, the target is untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError, OperationFailure
+
+from ..storage import Storage
+from .catalog import Catalog, SourceCollection, load_catalog
+from .digest import BsonFramer, ContentDigest, split_documents
+from .metadata import parse_metadata
+from .model import (
+    CollectionProgress,
+    EngineError,
+    IntegrityError,
+    ProgressCallback,
+    RestoreConflict,
+    RestoredCollection,
+    RestoreOptions,
+    RestoreResult,
+)
+from .namespaces import NamespaceFilter, NamespaceRenamer, split_namespace
+from .progress import ProgressTracker
+from .source import mongo_errors
+from .taskgroups import first_cause
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = "__mbtmp_"
+#: documents handed to one insert_many, and decoded-but-not-inserted batches per collection
+INSERT_BATCH_BYTES = 8 * 1024 * 1024
+QUEUE_DEPTH = 4
+_NAMESPACE_EXISTS = 48
+
+
+@dataclass
+class _Target:
+    source: SourceCollection
+    db: str
+    name: str
+    type: str
+    metadata: dict[str, Any]
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.db}.{self.name}"
+
+
+def temp_name(run_id: str, target: str) -> str:
+    return f"{TEMP_PREFIX}{run_id}_{hashlib.sha1(target.encode()).hexdigest()[:12]}"
+
+
+async def run_restore(
+    client: AsyncMongoClient[Any],
+    storage: Storage,
+    options: RestoreOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> RestoreResult:
+    options = options or RestoreOptions()
+    if options.parallel < 1 or options.insert_workers < 1:
+        raise EngineError("parallel and insert_workers must be at least 1")
+    started = datetime.now(UTC)
+    catalog = await load_catalog(storage)
+    selection = NamespaceFilter(options.include, options.exclude)
+    renamer = NamespaceRenamer(options.ns_from, options.ns_to)
+    run_id = options.run_id or secrets.token_hex(4)
+    if not run_id.isalnum():
+        raise EngineError(f"run_id {run_id!r} must be letters and digits")
+    done = set(options.already_restored)
+
+    targets = await _plan(storage, catalog, selection, renamer)
+    if not targets:
+        raise EngineError(
+            f"nothing to restore from {catalog.location}: no collection matches the namespace filters"
+        )
+    todo = [t for t in targets if t.namespace not in done]
+    await _drop_temporaries(client, {t.db for t in targets}, run_id)
+    existing = await _check_conflicts(client, todo, options.on_conflict)
+
+    tracker = ProgressTracker("restore", progress)
+    restorer = _Restorer(client, storage, catalog, options, run_id, tracker, existing)
+    results: list[RestoredCollection] = [
+        RestoredCollection(t.source.namespace, t.namespace, t.type, t.source.documents or 0, "skipped", None)
+        for t in targets
+        if t.namespace in done
+    ]
+    collections = [t for t in todo if t.type != "view"]
+    collections.sort(key=lambda t: -(t.source.data.size if t.source.data else 0))
+    views = [t for t in todo if t.type == "view"]
+    limit = asyncio.Semaphore(options.parallel)
+
+    async def restore_one(target: _Target) -> RestoredCollection:
+        async with limit:
+            return await restorer.restore_collection(target)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(restore_one(t)) for t in collections]
+        results += [t.result() for t in tasks]
+        for view in views:  # views last: they may read the collections restored above
+            results.append(await restorer.restore_view(view))
+    except BaseException as exc:
+        await _drop_temporaries(client, {t.db for t in targets}, run_id, shielded=True)
+        if isinstance(exc, BaseExceptionGroup):
+            raise first_cause(exc) from None
+        raise
+    await tracker.emit()
+    checked = [r for r in results if r.verified is not None]
+    return RestoreResult(
+        source=catalog.location,
+        backup_checksum=catalog.checksum,
+        started_at=started,
+        completed_at=datetime.now(UTC),
+        documents=sum(r.documents for r in results if r.method != "skipped"),
+        data_bytes=tracker.state.bytes_done,
+        collections=results,
+        verified=sum(1 for r in checked if r.verified),
+        checked=len(checked),
+        mismatches=[r.target for r in checked if not r.verified],
+        notes=restorer.notes,
+    )
+
+
+async def _plan(
+    storage: Storage, catalog: Catalog, selection: NamespaceFilter, renamer: NamespaceRenamer
+) -> list[_Target]:
+    targets: list[_Target] = []
+    for source in catalog.collections:
+        if not selection.matches(source.namespace):
+            continue
+        metadata: dict[str, Any] = {}
+        if source.metadata is not None:
+            raw = await _read_checked(storage, source.metadata.name, source.metadata.sha256)
+            codec = source.metadata.codec
+            if codec.suffix:
+                decompressor = codec.decompressor(f"{storage.url}/{source.metadata.name}")
+                raw = decompressor.decompress(raw)
+                decompressor.finish()
+            metadata = parse_metadata(raw, f"{storage.url}/{source.metadata.name}")
+        kind = source.type
+        if catalog.manifest is None:  # mongodump directory: the metadata says what it is
+            options = metadata.get("options") or {}
+            kind = str(metadata.get("type") or ("view" if "viewOn" in options else "collection"))
+            if "timeseries" in options or source.buckets:
+                kind = "timeseries"
+        db, name = split_namespace(renamer.rename(source.namespace))
+        targets.append(_Target(source, db, name, kind, metadata))
+    seen: dict[str, str] = {}
+    for t in targets:
+        if t.namespace in seen:
+            raise EngineError(
+                f"renames map both {seen[t.namespace]} and {t.source.namespace} to {t.namespace}"
+            )
+        seen[t.namespace] = t.source.namespace
+    return targets
+
+
+async def _read_checked(storage: Storage, name: str, sha256: str | None) -> bytes:
+    raw = await storage.read_bytes(name)
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise IntegrityError(f"{storage.url}/{name}: sha256 does not match the manifest")
+    return raw
+
+
+async def _check_conflicts(
+    client: AsyncMongoClient[Any], targets: Sequence[_Target], policy: str
+) -> dict[str, bool]:
+    """Which targets exist now (namespace -> whether they hold data). With policy `fail`,
+    any that holds data stops the restore here, before anything is written."""
+    existing: dict[str, bool] = {}
+    names_by_db: dict[str, dict[str, str]] = {}
+    for t in targets:
+        if t.db not in names_by_db:
+            with mongo_errors(f"listing the collections of database {t.db!r}"):
+                infos = await (await client[t.db].list_collections()).to_list()
+            names_by_db[t.db] = {i["name"]: str(i.get("type", "collection")) for i in infos}
+        kind = names_by_db[t.db].get(t.name)
+        if kind is None:
+            continue
+        if kind == "view":
+            existing[t.namespace] = True
+        else:
+            with mongo_errors(f"reading {t.namespace}"):
+                existing[t.namespace] = await client[t.db][t.name].find_one({}, {"_id": 1}) is not None
+    conflicts = sorted(ns for ns, has_data in existing.items() if has_data)
+    if conflicts and policy == "fail":
+        shown = ", ".join(conflicts[:10]) + (
+            f" and {len(conflicts) - 10} more" if len(conflicts) > 10 else ""
+        )
+        raise RestoreConflict(
+            f"target {'collection' if len(conflicts) == 1 else 'collections'} {shown} "
+            "already exist and are not empty; nothing was written (use on-conflict drop to replace them, "
+            "or rename the target)"
+        )
+    return existing
+
+
+async def _drop_temporaries(
+    client: AsyncMongoClient[Any], databases: set[str], run_id: str, *, shielded: bool = False
+) -> None:
+    async def drop() -> None:
+        prefix = f"{TEMP_PREFIX}{run_id}_"
+        for db in sorted(databases):
+            names = await client[db].list_collection_names(filter={"name": {"$regex": f"^{prefix}"}})
+            for name in names:
+                log.info("dropping temporary collection %s.%s", db, name)
+                await client[db].drop_collection(name)
+
+    if not shielded:
+        with mongo_errors("removing temporary collections"):
+            await drop()
+        return
+    try:  # cleanup after a failure must not hide the failure
+        await asyncio.shield(asyncio.wait_for(drop(), 60))
+    except BaseException as exc:
+        log.warning("could not drop the temporary collections of restore %s: %s", run_id, exc)
+
+
+class _Restorer:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Any],
+        storage: Storage,
+        catalog: Catalog,
+        options: RestoreOptions,
+        run_id: str,
+        tracker: ProgressTracker,
+        existing: dict[str, bool],
+    ) -> None:
+        self.client = client
+        self.storage = storage
+        self.catalog = catalog
+        self.options = options
+        self.run_id = run_id
+        self.tracker = tracker
+        self.existing = existing
+        self.notes: list[str] = []
+        self.entries: dict[str, CollectionProgress] = {}
+
+    async def restore_collection(self, target: _Target) -> RestoredCollection:
+        source = target.source
+        entry = self.tracker.add_collection(target.namespace, source.documents or 0, source.data_bytes or 0)
+        if target.type == "timeseries":
+            return await self._restore_in_place(target, entry)
+        db = self.client[target.db]
+        temp = temp_name(self.run_id, target.namespace)
+        with mongo_errors(f"creating a temporary collection for {target.namespace}"):
+            await db.command({"create": temp, **_create_options(target.metadata)})
+        digest = await self._load_data(target, db[temp], entry)
+        with mongo_errors(f"building the indexes of {target.namespace}"):
+            await self._create_indexes(target, temp)
+        verified = await self._verify(target, db[temp], digest) if self.options.verify else None
+        drop_target = self.options.on_conflict == "drop" or target.namespace in self.existing
+        with mongo_errors(f"renaming the restored data over {target.namespace}"):
+            try:
+                await self.client.admin.command(
+                    {
+                        "renameCollection": f"{target.db}.{temp}",
+                        "to": target.namespace,
+                        "dropTarget": drop_target,
+                    }
+                )
+            except OperationFailure as exc:
+                if exc.code == _NAMESPACE_EXISTS:
+                    raise RestoreConflict(
+                        f"{target.namespace} was created while the restore ran; it was left as it is"
+                    ) from None
+                raise
+        await self.tracker.finish(entry, restored_as=target.namespace)
+        return RestoredCollection(
+            source.namespace, target.namespace, target.type, digest.documents, "swapped", verified
+        )
+
+    async def _restore_in_place(self, target: _Target, entry: CollectionProgress) -> RestoredCollection:
+        """Time-series collections cannot be renamed: they are written directly."""
+        db = self.client[target.db]
+        with mongo_errors(f"creating {target.namespace}"):
+            if target.namespace in self.existing:
+                await db.drop_collection(target.name)
+            await db.command({"create": target.name, **_create_options(target.metadata)})
+        coll_name = f"system.buckets.{target.name}" if target.source.buckets else target.name
+        try:
+            digest = await self._load_data(target, db[coll_name], entry)
+            with mongo_errors(f"building the indexes of {target.namespace}"):
+                await self._create_indexes(target, target.name)
+        except BaseException:
+            # it did not exist before (or policy drop removed it): remove the half-written one
+            await asyncio.shield(db.drop_collection(target.name))
+            raise
+        verified = None
+        if self.options.verify:
+            # the server rebuilds measurements from buckets, so field order may change: count only
+            count = await db[target.name].count_documents({})
+            verified = count == digest.documents
+        self.notes.append(
+            f"{target.namespace} is a time-series collection, which MongoDB cannot rename: "
+            "it was restored in place, not through a temporary collection"
+        )
+        await self.tracker.finish(entry, restored_as=target.namespace)
+        return RestoredCollection(
+            target.source.namespace, target.namespace, target.type, digest.documents, "direct", verified
+        )
+
+    async def restore_view(self, target: _Target) -> RestoredCollection:
+        options = target.metadata.get("options") or {}
+        if "viewOn" not in options:
+            raise IntegrityError(f"view {target.source.namespace}: its metadata has no viewOn")
+        db = self.client[target.db]
+        with mongo_errors(f"creating view {target.namespace}"):
+            if target.namespace in self.existing:
+                await db.drop_collection(target.name)
+            await db.command({"create": target.name, **_create_options(target.metadata)})
+        self.notes.append(f"view {target.namespace} was created directly (views hold no data to swap in)")
+        await self.tracker.emit()
+        return RestoredCollection(target.source.namespace, target.namespace, "view", 0, "direct", None)
+
+    async def _load_data(self, target: _Target, collection: Any, entry: CollectionProgress) -> ContentDigest:
+        source = target.source
+        digest = ContentDigest()
+        if source.data is None:
+            return digest
+        obj = source.data
+        where = f"{self.storage.url}/{obj.name}"
+        sha = hashlib.sha256()
+        decompressor = obj.codec.decompressor(where)
+        framer = BsonFramer(where)
+        batches: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
+        stored = 0
+
+        def decode(chunk: bytes) -> bytes:
+            sha.update(chunk)
+            docs = framer.feed(decompressor.decompress(chunk))
+            digest.update_batch(docs, where)
+            return docs
+
+        async def read_object() -> None:
+            nonlocal stored
+            pending: list[bytes] = []
+            size = 0
+            async for chunk in self.storage.read(obj.name):
+                stored += len(chunk)
+                docs = await asyncio.to_thread(decode, chunk)
+                if docs:
+                    pending.append(docs)
+                    size += len(docs)
+                if size >= INSERT_BATCH_BYTES:
+                    await batches.put(b"".join(pending))
+                    pending, size = [], 0
+            decompressor.finish()
+            framer.finish()
+            if pending:
+                await batches.put(b"".join(pending))
+            self._check_object(target, obj.name, stored, sha.hexdigest(), digest)
+            for _ in range(self.options.insert_workers):
+                await batches.put(None)
+
+        async def insert_batches() -> None:
+            while (batch := await batches.get()) is not None:
+                docs = [RawBSONDocument(d) for d in split_documents(batch)]
+                with mongo_errors(f"writing {target.namespace}"):
+                    try:
+                        await collection.insert_many(docs, ordered=False, bypass_document_validation=True)
+                    except BulkWriteError as exc:
+                        first = (exc.details.get("writeErrors") or [{}])[0]
+                        raise EngineError(
+                            f"restoring {target.namespace}: {len(exc.details.get('writeErrors', []))} documents "
+                            f"were refused, first: {first.get('errmsg', exc)}"
+                        ) from None
+                await self.tracker.advance(entry, len(docs), len(batch))
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read_object())
+            for _ in range(self.options.insert_workers):
+                group.create_task(insert_batches())
+        return digest
+
+    def _check_object(
+        self, target: _Target, name: str, size: int, sha256: str, digest: ContentDigest
+    ) -> None:
+        source = target.source
+        where = f"{self.storage.url}/{name}"
+        expected = source.data
+        if expected is not None and expected.sha256 is not None:
+            if size != expected.size:
+                raise IntegrityError(f"{where}: {size} bytes stored, the manifest says {expected.size}")
+            if sha256 != expected.sha256:
+                raise IntegrityError(f"{where}: sha256 does not match the manifest (corrupt object)")
+        if source.documents is not None and digest.documents != source.documents:
+            raise IntegrityError(
+                f"{where}: {digest.documents} documents, the manifest says {source.documents}"
+            )
+        if source.digest is not None and digest.hexdigest() != source.digest:
+            raise IntegrityError(f"{where}: content digest does not match the manifest")
+
+    async def _create_indexes(self, target: _Target, collection: str) -> None:
+        clustered = (target.metadata.get("options") or {}).get("clusteredIndex")
+        specs = []
+        for spec in target.metadata.get("indexes") or []:
+            spec = {k: v for k, v in spec.items() if k != "ns"}
+            if spec.get("name") == "_id_" or (clustered and spec.get("clustered")):
+                continue
+            specs.append(spec)
+        if specs:
+            await self.client[target.db].command({"createIndexes": collection, "indexes": specs})
+
+    async def _verify(self, target: _Target, collection: Any, streamed: ContentDigest) -> bool:
+        """Read back what was written and compare it with the backup, before the swap."""
+        readback = ContentDigest()
+        with mongo_errors(f"verifying {target.namespace}"):
+            async for batch in collection.find_raw_batches():
+                readback.update_batch(batch, target.namespace)
+        expected = target.source.digest or streamed.hexdigest()
+        if readback.hexdigest() != expected or readback.documents != streamed.documents:
+            raise IntegrityError(
+                f"restored {target.namespace} differs from the backup "
+                f"({readback.documents} documents read back, {streamed.documents} in the backup)"
+            )
+        return True
+
+
+def _create_options(metadata: dict[str, Any]) -> dict[str, Any]:
+    options = dict(metadata.get("options") or {})
+    options.pop("uuid", None)
+    return options

@@ -1,0 +1,99 @@
+"""Connecting to MongoDB, and turning driver errors into one-line messages without secrets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from .model import EngineError, SourceUnavailable
+
+_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^@/]*)@")
+_AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with its password replaced by `***` (the user name stays: it helps debugging)."""
+
+    def _mask(found: re.Match[str]) -> str:
+        user, _, _password = found.group(2).partition(":")
+        return f"{found.group(1)}{user}:***@" if _password or ":" in found.group(2) else found.group(0)
+
+    return _USERINFO.sub(_mask, uri)
+
+
+def scrub(text: str, uri: str | None = None) -> str:
+    """Remove any credentials the driver may have echoed into an error message."""
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}***@", text)
+    if uri:
+        password = _password_of(uri)
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+def _password_of(uri: str) -> str | None:
+    found = _USERINFO.search(uri)
+    if not found or ":" not in found.group(2):
+        return None
+    from urllib.parse import unquote
+
+    return unquote(found.group(2).partition(":")[2]) or None
+
+
+def open_client(
+    uri: str, *, timeout_ms: int = 20_000, app_name: str = "mongo-backup"
+) -> AsyncMongoClient[Any]:
+    """A client for `uri`; a malformed URI is an EngineError that shows the URI masked."""
+    try:
+        return AsyncMongoClient(
+            uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=min(timeout_ms, 10_000),
+            appname=app_name,
+            # documents are moved as raw bytes; decoding happens only for metadata
+            tz_aware=True,
+        )
+    except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
+        raise EngineError(f"invalid MongoDB URI {mask_uri(uri)!r}: {scrub(str(exc), uri)}") from None
+
+
+@contextmanager
+def mongo_errors(what: str, uri: str | None = None) -> Iterator[None]:
+    """Translate driver exceptions raised while doing `what` into EngineErrors."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except ServerSelectionTimeoutError as exc:
+        raise SourceUnavailable(
+            f"{what}: MongoDB is unreachable ({_first_line(scrub(str(exc), uri))})"
+        ) from None
+    except ConnectionFailure as exc:
+        raise SourceUnavailable(f"{what}: connection to MongoDB lost ({scrub(str(exc), uri)})") from None
+    except OperationFailure as exc:
+        if exc.code in _AUTH_CODES:
+            raise SourceUnavailable(f"{what}: MongoDB refused access ({exc.code}: {_reason(exc)})") from None
+        raise EngineError(f"{what}: MongoDB error {exc.code}: {_reason(exc)}") from None
+    except PyMongoError as exc:
+        raise EngineError(f"{what}: {scrub(str(exc), uri)}") from None
+
+
+def _reason(exc: OperationFailure) -> str:
+    details = exc.details or {}
+    return str(details.get("errmsg") or exc).split(", full error:")[0]
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0][:300] if text else text
