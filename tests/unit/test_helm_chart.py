@@ -1,0 +1,251 @@
+"""The Helm chart, rendered by Helm's own Go engine (helm-python-sdk): it lints, every object is
+valid Kubernetes, values do what they say, and it installs what the kustomize base installs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "mongo-backup-operator"
+NAMESPACED_VALUES = CHART / "ci" / "namespaced-values.yaml"
+KUBE_VERSION = "1.37"
+RELEASE = "mbo"
+RELEASE_NAMESPACE = "backup-system"
+
+Obj = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> tuple[list[Obj], str]:
+    """The objects a `helm install` would create, and its NOTES."""
+    files = chart.render(values=values, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True)
+    objects: list[Obj] = []
+    notes = ""
+    for name, text in files.items():
+        if name.endswith("NOTES.txt"):
+            notes = text
+        else:
+            objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects, notes
+
+
+def namespaced_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(NAMESPACED_VALUES.read_text())
+    return values
+
+
+def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def deployment_of(objects: list[Obj]) -> Obj:
+    (deployment,) = of_kind(objects, "Deployment")
+    return deployment
+
+
+def kustomize_base() -> list[Obj]:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(ROOT / "manifests")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def validate_all(objects: list[Obj]) -> None:
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message} at {list(e.path)}")
+
+
+@pytest.mark.parametrize("values_file", [None, NAMESPACED_VALUES], ids=["defaults", "namespaced"])
+def test_chart_lints_clean(values_file: Path | None) -> None:
+    values = yaml.safe_load(values_file.read_text()) if values_file else None
+    report = helm.lint(CHART, values, strict=True, namespace=RELEASE_NAMESPACE, kube_version="v1.37.0")
+    assert report["errors"] == []
+    # Severity 2 = warning, 3 = error; 1 (info) is only "icon is recommended".
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_default_install_is_valid_kubernetes(chart: helm.Chart) -> None:
+    objects, notes = render(chart)
+    assert Counter(o["kind"] for o in objects) == {
+        "ServiceAccount": 1,
+        "ClusterRole": 2,
+        "ClusterRoleBinding": 2,
+        "Deployment": 1,
+    }
+    validate_all(objects)
+    assert "all namespaces" in notes
+
+
+def test_namespaced_install_is_valid_kubernetes(chart: helm.Chart) -> None:
+    values = namespaced_values()
+    objects, notes = render(chart, values)
+    validate_all(objects)
+    assert "databases, analytics" in notes
+
+
+def test_crds_equal_the_generated_crds(chart: helm.Chart) -> None:
+    generated = {p.name: p.read_text() for p in sorted((ROOT / "crds").glob("*.yaml"))}
+    assert generated, "no generated CRDs in crds/: run `make crds`"
+    copies = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    assert sorted(copies) == sorted(generated), "the chart's crds/ must hold exactly the files of crds/"
+    for name, text in generated.items():
+        assert copies[name] == text, f"helm/.../crds/{name} differs from crds/{name}: run `make crds`"
+    # Helm itself sees them as the chart's CRDs (installed before the templates).
+    assert sorted(c["filename"] for c in chart.crds) == sorted(f"crds/{n}" for n in generated)
+
+
+def test_values_schema_rejects_mistakes(chart: helm.Chart) -> None:
+    chart.validate_schema(namespaced_values())
+    for bad in (
+        {"logFormat": "xml"},
+        {"watchNamespaces": "databases"},  # a string where a list is meant
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"replicaCount": 2},  # a typo of another chart's key: unknown keys are refused
+    ):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(bad)
+
+
+def test_chart_installs_what_the_kustomize_base_installs(chart: helm.Chart) -> None:
+    """Same RBAC rules, same locked-down container, same probes and environment."""
+    base = kustomize_base()
+    objects, _ = render(chart)
+    fullname = deployment_of(objects)["metadata"]["name"]
+    chart_roles = {
+        o["metadata"]["name"].replace(fullname, "ROLE"): o["rules"] for o in of_kind(objects, "ClusterRole")
+    }
+    base_roles = {
+        o["metadata"]["name"].replace("mongo-backup-operator", "ROLE"): o["rules"]
+        for o in of_kind(base, "ClusterRole")
+    }
+    assert chart_roles == base_roles
+
+    chart_pod = deployment_of(objects)["spec"]["template"]["spec"]
+    base_pod = deployment_of(base)["spec"]["template"]["spec"]
+    assert chart_pod["securityContext"] == base_pod["securityContext"]
+    (chart_container,) = chart_pod["containers"]
+    (base_container,) = base_pod["containers"]
+    for field in ("securityContext", "livenessProbe", "readinessProbe", "ports", "args", "env", "resources"):
+        assert chart_container[field] == base_container[field], field
+    assert chart_container["volumeMounts"] == base_container["volumeMounts"]
+    assert chart_pod["volumes"] == base_pod["volumes"]
+    for field in ("replicas", "strategy"):
+        assert deployment_of(objects)["spec"][field] == deployment_of(base)["spec"][field]
+
+
+def test_default_install_binds_everything_cluster_wide(chart: helm.Chart) -> None:
+    objects, _ = render(chart)
+    (account,) = of_kind(objects, "ServiceAccount")
+    assert (
+        deployment_of(objects)["spec"]["template"]["spec"]["serviceAccountName"]
+        == account["metadata"]["name"]
+    )
+    roles = {o["metadata"]["name"] for o in of_kind(objects, "ClusterRole")}
+    bindings = of_kind(objects, "ClusterRoleBinding")
+    assert {b["roleRef"]["name"] for b in bindings} == roles
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
+        ]
+    assert of_kind(objects, "RoleBinding") == []
+
+
+def test_watched_namespaces_limit_the_operator_and_its_permissions(chart: helm.Chart) -> None:
+    values = namespaced_values()
+    objects, _ = render(chart, values)
+    deployment = deployment_of(objects)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MONGO_BACKUP_NAMESPACES"] == "databases,analytics"
+
+    # Namespaced permissions (Secrets included) only in the watched namespaces...
+    namespaced_role = deployment["metadata"]["name"]
+    role_bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["analytics", "databases"]
+    for binding in role_bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": namespaced_role,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mongo-backup-sa", "namespace": RELEASE_NAMESPACE}
+        ]
+    # ...and no cluster-wide binding of them.
+    assert [b["roleRef"]["name"] for b in of_kind(objects, "ClusterRoleBinding")] == [
+        f"{namespaced_role}-cluster"
+    ]
+    # Kopf follows the listed namespaces: it lists and watches Namespace objects.
+    (cluster_role,) = [
+        r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-cluster")
+    ]
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in cluster_role[
+        "rules"
+    ]
+
+
+def test_values_reach_the_deployment(chart: helm.Chart) -> None:
+    values = namespaced_values()
+    objects, _ = render(chart, values)
+    deployment = deployment_of(objects)
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert deployment["metadata"]["name"] == "mongo-backup"
+    assert container["image"] == "registry.example.com/platform/mongo-backup-operator:0.1.0-rc1"
+    assert container["imagePullPolicy"] == "Always"
+    assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert env["MONGO_BACKUP_LOG_FORMAT"] == "plain"
+    assert env["MONGO_BACKUP_MAX_CONCURRENT_RUNS"] == "4"
+    assert env["MONGO_BACKUP_HEALTH_PORT"] == "9090"
+    assert env["TZ"] == "UTC"
+    assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+    assert container["resources"] == values["resources"]
+    assert {"name": "backups", "mountPath": "/backups"} in container["volumeMounts"]
+    assert {"name": "backups", "persistentVolumeClaim": {"claimName": "mongo-backups"}} in spec["volumes"]
+    assert spec["nodeSelector"] == values["nodeSelector"]
+    assert spec["tolerations"] == values["tolerations"]
+    assert spec["affinity"] == values["affinity"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert spec["serviceAccountName"] == "mongo-backup-sa"
+    assert pod["metadata"]["annotations"] == values["podAnnotations"]
+    assert pod["metadata"]["labels"]["team"] == "dba"
+    # Selector labels stay fixed whatever the pod labels: a Deployment's selector is immutable.
+    assert "team" not in deployment["spec"]["selector"]["matchLabels"]
+    (account,) = of_kind(objects, "ServiceAccount")
+    assert account["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+
+
+def test_existing_service_account_and_no_rbac(chart: helm.Chart) -> None:
+    objects, _ = render(
+        chart, {"serviceAccount": {"create": False, "name": "platform-sa"}, "rbac": {"create": False}}
+    )
+    assert sorted(o["kind"] for o in objects) == ["Deployment"]
+    assert deployment_of(objects)["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
+
+
+def test_existing_service_account_needs_a_name(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmError, match=r"serviceAccount\.name is required"):
+        render(chart, {"serviceAccount": {"create": False}})
