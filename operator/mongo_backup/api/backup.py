@@ -1,0 +1,75 @@
+"""The MongoBackup custom resource: one backup of a MongoDB deployment to storage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from .common import (
+    CompressionSpec,
+    CustomResource,
+    MongoDBConnection,
+    NamespaceFilter,
+    PrinterColumn,
+    RunStatus,
+    SpecModel,
+    StorageSpec,
+    parallelism_field,
+)
+
+
+class MongoBackupSpec(SpecModel):
+    mongodb: MongoDBConnection = Field(description="The MongoDB deployment to back up.")
+    storage: StorageSpec = Field(
+        description="Where the backup goes: it is stored under <storage folder>/<metadata.name>/."
+    )
+    compression: CompressionSpec = Field(
+        default_factory=CompressionSpec, description="How stored BSON is compressed (zstd by default)."
+    )
+    namespaces: NamespaceFilter = Field(
+        default_factory=NamespaceFilter,
+        description="Which namespaces to back up; all user databases by default.",
+    )
+    parallelism: int = parallelism_field()
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description=(
+            "What happens to the stored backup when this object is deleted: Retain keeps it, "
+            "Delete removes it from storage first."
+        ),
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "spec is immutable: create a new MongoBackup instead"}
+            ]
+        }
+    )
+
+
+class MongoBackupStatus(RunStatus):
+    """Status of a MongoBackup (all fields are shared with MongoRestore's status)."""
+
+
+MONGO_BACKUP = CustomResource(
+    kind="MongoBackup",
+    plural="mongobackups",
+    singular="mongobackup",
+    short_names=("mbk",),
+    spec_model=MongoBackupSpec,
+    status_model=MongoBackupStatus,
+    description=(
+        "A backup of a MongoDB deployment: the operator streams every selected collection as "
+        "raw BSON into storage, in mongodump's directory layout, and reports the result here."
+    ),
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Completed or Failed."),
+        PrinterColumn("Size", "string", ".status.size", "Stored size."),
+        PrinterColumn("Documents", "integer", ".status.documents", "Documents backed up."),
+        PrinterColumn("Duration", "string", ".status.duration", "Run time.", priority=1),
+        PrinterColumn("Location", "string", ".status.location", "Storage URL.", priority=1),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+    ),
+)

@@ -1,0 +1,167 @@
+"""The MongoRestore custom resource: one restore of a backup into a MongoDB deployment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import (
+    NAME_MAX,
+    CustomResource,
+    MongoDBConnection,
+    NamespaceFilter,
+    NamespacePattern,
+    PrinterColumn,
+    RunStatus,
+    SpecModel,
+    StatusModel,
+    StorageSpec,
+    parallelism_field,
+)
+
+
+class BackupRef(SpecModel):
+    name: str = Field(
+        min_length=1, max_length=NAME_MAX, description="Name of a MongoBackup in the same namespace."
+    )
+
+
+class RestoreSource(SpecModel):
+    """A backup named by where it is stored, e.g. one made by another cluster."""
+
+    storage: StorageSpec = Field(description="The storage folder holding the backup.")
+    backup_name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=r"^[^/]+$",
+        description="Name of the backup in that folder (the MongoBackup's name when it was made).",
+    )
+
+
+class NamespaceRename(SpecModel):
+    from_: NamespacePattern = Field(
+        alias="from",
+        description="Namespace pattern in the backup, e.g. `shop.*`; each `*` captures.",
+    )
+    to: NamespacePattern = Field(
+        description="Target pattern, e.g. `shop_copy.*`; the captures fill its `*`s in order."
+    )
+
+    @model_validator(mode="after")
+    def _same_wildcards(self) -> NamespaceRename:
+        if self.from_.count("*") != self.to.count("*"):
+            raise ValueError(f"rename {self.from_!r} -> {self.to!r}: both must have the same number of '*'")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.from.split('*').size() == self.to.split('*').size()",
+                    "message": "from and to must have the same number of '*'",
+                }
+            ]
+        }
+    )
+
+
+_ONE_SOURCE = "set exactly one of backupRef or source"
+
+
+class MongoRestoreSpec(SpecModel):
+    backup_ref: BackupRef | None = Field(
+        default=None, description="Restore a Completed MongoBackup of this namespace."
+    )
+    source: RestoreSource | None = Field(
+        default=None, description="Restore a backup found in storage (instead of backupRef)."
+    )
+    mongodb: MongoDBConnection = Field(description="The MongoDB deployment to restore into.")
+    namespaces: NamespaceFilter = Field(
+        default_factory=NamespaceFilter,
+        description="Which namespaces of the backup to restore (names in the backup); all by default.",
+    )
+    rename: list[NamespaceRename] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Restore namespaces under other names (mongorestore's --nsFrom/--nsTo); first match wins.",
+    )
+    on_conflict: Literal["Fail", "Drop"] = Field(
+        default="Fail",
+        description=(
+            "When a target collection already holds data: Fail (before anything is written) or "
+            "Drop (replace it once its restored copy is complete)."
+        ),
+    )
+    verify: bool = Field(
+        default=True,
+        description="Compare every restored collection with the backup's manifest (counts and digest).",
+    )
+    parallelism: int = parallelism_field()
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.backupRef) != has(self.source)", "message": _ONE_SOURCE},
+                {
+                    "rule": "self == oldSelf",
+                    "message": "spec is immutable: create a new MongoRestore instead",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MongoRestoreSpec:
+        if (self.backup_ref is None) == (self.source is None):
+            raise ValueError(_ONE_SOURCE)
+        return self
+
+
+class Verification(StatusModel):
+    """The comparison of the restored collections with the backup's manifest."""
+
+    checked: int = Field(default=0, ge=0, description="Collections compared with the manifest.")
+    verified: int = Field(default=0, ge=0, description="Collections whose count and digest matched.")
+    mismatches: list[str] = Field(
+        default_factory=list, description="Target namespaces whose content differs from the backup."
+    )
+
+
+class MongoRestoreStatus(RunStatus):
+    backup: str | None = Field(
+        default=None,
+        description="What was restored: the MongoBackup's name, or the backup's storage URL.",
+    )
+    verification: Verification | None = Field(
+        default=None, description="Result of the verification (also the Verified condition)."
+    )
+    restored_collections: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Target namespaces (db.collection) already swapped in; an attempt after an operator "
+            "restart skips them."
+        ),
+    )
+
+
+MONGO_RESTORE = CustomResource(
+    kind="MongoRestore",
+    plural="mongorestores",
+    singular="mongorestore",
+    short_names=("mrs",),
+    spec_model=MongoRestoreSpec,
+    status_model=MongoRestoreStatus,
+    description=(
+        "A restore of a backup into a MongoDB deployment: each collection is written to a "
+        "temporary collection and renamed over its target only when complete and verified."
+    ),
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Completed or Failed."),
+        PrinterColumn("Backup", "string", ".status.backup", "The backup restored."),
+        PrinterColumn("Size", "string", ".status.size", "Stored size of the backup."),
+        PrinterColumn("Documents", "integer", ".status.documents", "Documents restored."),
+        PrinterColumn("Duration", "string", ".status.duration", "Run time.", priority=1),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+    ),
+)
