@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from .model import EngineError, IntegrityError
+from .model import IntegrityError, InvalidInput
 
 
 class StreamCompressor(abc.ABC):
@@ -44,7 +44,7 @@ class Codec:
         level = self.default_level if level is None else level
         if self.levels and level is not None and not self.levels[0] <= level <= self.levels[1]:
             lo, hi = self.levels
-            raise EngineError(f"compression level {level} is out of range for {self.name} ({lo}..{hi})")
+            raise InvalidInput(f"compression level {level} is out of range for {self.name} ({lo}..{hi})")
         if self.name == "zstd":
             return _ZstdCompressor(level or 3)
         if self.name == "gzip":
@@ -70,7 +70,7 @@ def get_codec(name: str) -> Codec:
     try:
         return CODECS[name]
     except KeyError:
-        raise EngineError(f"unknown compression {name!r}: use one of {', '.join(CODECS)}") from None
+        raise InvalidInput(f"unknown compression {name!r}: use one of {', '.join(CODECS)}") from None
 
 
 def codec_for_suffix(filename: str) -> Codec:

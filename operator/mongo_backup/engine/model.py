@@ -19,6 +19,10 @@ class EngineError(Exception):
     what is wrong and where (collection, object); it never contains credentials."""
 
 
+class InvalidInput(EngineError):
+    """An option, pattern or URI is malformed: fix the input, retrying will not help."""
+
+
 class RestoreConflict(EngineError):
     """A target collection exists and is not empty, and the policy is `fail`."""
 

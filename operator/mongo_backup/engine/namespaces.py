@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .model import EngineError
+from .model import InvalidInput
 
 #: databases mongodump leaves out of a full dump
 SKIPPED_DATABASES = frozenset({"local", "config"})
@@ -31,13 +31,13 @@ def is_system_namespace(db: str, coll: str) -> bool:
 def split_namespace(ns: str) -> tuple[str, str]:
     db, dot, coll = ns.partition(".")
     if not dot or not db or not coll:
-        raise EngineError(f"namespace {ns!r} must be DATABASE.COLLECTION")
+        raise InvalidInput(f"namespace {ns!r} must be DATABASE.COLLECTION")
     return db, coll
 
 
 def _compile(pattern: str, *, capture: bool) -> re.Pattern[str]:
     if "." not in pattern:
-        raise EngineError(f"namespace pattern {pattern!r} must look like 'db.*' or 'db.coll'")
+        raise InvalidInput(f"namespace pattern {pattern!r} must look like 'db.*' or 'db.coll'")
     db_part, _, coll_part = pattern.partition(".")
     star_db = "([^.]*)" if capture else "[^.]*"
     star_coll = "(.*)" if capture else ".*"
@@ -80,13 +80,13 @@ class NamespaceRenamer:
 
     def __init__(self, sources: Sequence[str], targets: Sequence[str]) -> None:
         if len(sources) != len(targets):
-            raise EngineError(
+            raise InvalidInput(
                 f"renames need as many --ns-to as --ns-from patterns (got {len(sources)} and {len(targets)})"
             )
         self._pairs: list[tuple[re.Pattern[str], str]] = []
         for src, dst in zip(sources, targets, strict=True):
             if src.count("*") != dst.count("*"):
-                raise EngineError(f"rename {src!r} -> {dst!r}: both patterns need the same number of '*'")
+                raise InvalidInput(f"rename {src!r} -> {dst!r}: both patterns need the same number of '*'")
             self._pairs.append((_compile(src, capture=True), dst))
 
     def rename(self, ns: str) -> str:

@@ -200,8 +200,8 @@ async def _check_conflicts(
         )
         raise RestoreConflict(
             f"target {'collection' if len(conflicts) == 1 else 'collections'} {shown} "
-            "already exist and are not empty; nothing was written (use on-conflict drop to replace them, "
-            "or rename the target)"
+            f"{'already exists and is' if len(conflicts) == 1 else 'already exist and are'} not empty; "
+            "nothing was written (use on-conflict drop to replace them, or rename the target)"
         )
     return existing
 

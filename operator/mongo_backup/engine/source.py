@@ -17,7 +17,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from .model import EngineError, SourceUnavailable
+from .model import EngineError, InvalidInput, SourceUnavailable
 
 _USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^@/]*)@")
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
@@ -56,17 +56,21 @@ def open_client(
     uri: str, *, timeout_ms: int = 20_000, app_name: str = "mongo-backup"
 ) -> AsyncMongoClient[Any]:
     """A client for `uri`; a malformed URI is an EngineError that shows the URI masked."""
-    try:
-        return AsyncMongoClient(
-            uri,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=min(timeout_ms, 10_000),
-            appname=app_name,
-            # documents are moved as raw bytes; decoding happens only for metadata
-            tz_aware=True,
+    options: dict[str, Any] = {"appname": app_name, "tz_aware": True}
+    lowered = uri.lower()
+    # timeouts given in the URI win over our defaults
+    if "serverselectiontimeoutms" not in lowered:
+        options["serverSelectionTimeoutMS"] = timeout_ms
+    if "connecttimeoutms" not in lowered:
+        options["connectTimeoutMS"] = min(timeout_ms, 10_000)
+    if not lowered.startswith(("mongodb://", "mongodb+srv://")):
+        raise InvalidInput(
+            f"invalid MongoDB URI {mask_uri(uri)!r}: it must start with mongodb:// or mongodb+srv://"
         )
+    try:
+        return AsyncMongoClient(uri, **options)
     except (InvalidURI, ConfigurationError, ValueError, TypeError) as exc:
-        raise EngineError(f"invalid MongoDB URI {mask_uri(uri)!r}: {scrub(str(exc), uri)}") from None
+        raise InvalidInput(f"invalid MongoDB URI {mask_uri(uri)!r}: {scrub(str(exc), uri)}") from None
 
 
 @contextmanager
@@ -96,4 +100,6 @@ def _reason(exc: OperationFailure) -> str:
 
 
 def _first_line(text: str) -> str:
-    return text.splitlines()[0][:300] if text else text
+    """The driver's own words, without its topology dump."""
+    text = text.splitlines()[0] if text else text
+    return text.split(" (configured timeouts")[0].split(", Timeout:")[0][:300]

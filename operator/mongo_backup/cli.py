@@ -1,0 +1,373 @@
+"""`mongo-backup`: backup, restore, verify, ls; crds; run (the operator); demo.
+
+Exit codes (stable, for scripts):
+  0 success · 1 failed · 2 bad usage or input · 3 restore conflict · 4 integrity problem
+  (corrupt or incomplete backup, verification failed) · 5 backup not found · 6 MongoDB
+  unreachable or refused access · 7 storage error · 130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .engine import (
+    BackupNotFound,
+    BackupOptions,
+    EngineError,
+    IntegrityError,
+    InvalidInput,
+    RestoreConflict,
+    RestoreOptions,
+    SourceUnavailable,
+    list_backups,
+    open_client,
+    run_backup,
+    run_restore,
+    verify_backup,
+)
+from .engine.source import scrub
+from .storage import StorageAccessDenied, StorageError, StorageLocation, StorageSettings, open_storage
+from .terminal import ProgressDisplay, human_bytes, human_seconds
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_INTEGRITY = 0, 1, 2, 3, 4
+EXIT_NOT_FOUND, EXIT_SOURCE, EXIT_STORAGE, EXIT_INTERRUPTED = 5, 6, 7, 130
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mongo-backup",
+        description="Back up and restore MongoDB as streamed raw BSON; run the Kubernetes operator.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 restore conflict, 4 integrity, 5 backup not found, "
+        "6 MongoDB unreachable, 7 storage error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"mongo-backup {__version__}")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def storage_flags(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("storage")
+        g.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2...)")
+        g.add_argument("--s3-region", help="S3 region")
+        g.add_argument("--s3-path-style", action="store_true", help="path-style S3 addressing")
+        g.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="S3 server-side encryption")
+        g.add_argument("--s3-kms-key-id", help="KMS key id for --s3-sse aws:kms")
+        g.add_argument("--s3-storage-class", help="S3 storage class, e.g. STANDARD_IA")
+        g.add_argument("--azure-account-url", help="https://ACCOUNT.blob.core.windows.net")
+
+    def uri_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--uri",
+            default=os.environ.get("MONGODB_URI"),
+            help="MongoDB connection string (default: $MONGODB_URI; prefer the variable, "
+            "command lines are visible to other users)",
+        )
+
+    p = sub.add_parser("backup", help="back up MongoDB to a storage location")
+    uri_flag(p)
+    p.add_argument("--to", required=True, metavar="URL", help="file:///path/NAME, gs://, s3://, azure://...")
+    p.add_argument("--compression", choices=["zstd", "gzip", "none"], default="zstd")
+    p.add_argument("--level", type=int, help="compression level (zstd 1-22, default 3; gzip 1-9, default 6)")
+    p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN", help="e.g. 'db.*'")
+    p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--parallel", type=int, default=4, help="collections at once (default 4)")
+    storage_flags(p)
+
+    p = sub.add_parser("restore", help="restore a backup (or a mongodump directory) into MongoDB")
+    uri_flag(p)
+    p.add_argument("--from", dest="source", required=True, metavar="URL")
+    p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--ns-from", action="append", default=[], metavar="PATTERN", help="e.g. 'db.*'")
+    p.add_argument("--ns-to", action="append", default=[], metavar="PATTERN", help="e.g. 'db2.*'")
+    p.add_argument("--on-conflict", choices=["fail", "drop"], default="fail")
+    p.add_argument("--parallel", type=int, default=4, help="collections at once (default 4)")
+    p.add_argument("--insert-workers", type=int, default=2, help="insert workers per collection")
+    p.add_argument("--no-verify", action="store_true", help="skip reading back restored collections")
+    storage_flags(p)
+
+    p = sub.add_parser("verify", help="check a stored backup against its manifest (no database needed)")
+    p.add_argument("--from", dest="source", required=True, metavar="URL")
+    storage_flags(p)
+
+    p = sub.add_parser("ls", help="list the backups under a location")
+    p.add_argument("location", metavar="URL")
+    storage_flags(p)
+
+    p = sub.add_parser("crds", help="print (or write) the CustomResourceDefinitions")
+    p.add_argument("--out", type=Path, help="write one file per CRD into this folder")
+
+    p = sub.add_parser("run", help="run the Kubernetes operator")
+    p.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    p.add_argument(
+        "--log-format", choices=["plain", "json"], default=os.environ.get("MONGO_BACKUP_LOG_FORMAT", "plain")
+    )
+    p.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        default=int(os.environ.get("MONGO_BACKUP_MAX_CONCURRENT_RUNS", "2")),
+    )
+    p.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint URL ('' to disable)"
+    )
+
+    sub.add_parser("demo", help="run the operator end to end on embedded local servers")
+    return parser
+
+
+def storage_settings(args: argparse.Namespace) -> StorageSettings:
+    return StorageSettings(
+        s3_endpoint=getattr(args, "s3_endpoint", None),
+        s3_region=getattr(args, "s3_region", None),
+        s3_force_path_style=bool(getattr(args, "s3_path_style", False)),
+        s3_server_side_encryption=getattr(args, "s3_sse", None),
+        s3_kms_key_id=getattr(args, "s3_kms_key_id", None),
+        s3_storage_class=getattr(args, "s3_storage_class", None),
+        azure_account_url=getattr(args, "azure_account_url", None),
+    )
+
+
+def _backup_storage(url: str, args: argparse.Namespace) -> tuple[Any, str]:
+    parent, name = StorageLocation.parse(url).split_name()
+    return open_storage(parent, storage_settings(args)).child(name), name
+
+
+def _require_uri(args: argparse.Namespace) -> str:
+    if not args.uri:
+        raise UsageError("no MongoDB URI: pass --uri or set MONGODB_URI")
+    return str(args.uri)
+
+
+async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    uri = _require_uri(args)
+    storage, _ = _backup_storage(args.to, args)
+    client = open_client(uri)
+    try:
+        options = BackupOptions(
+            compression=args.compression,
+            level=args.level,
+            include=args.ns_include,
+            exclude=args.ns_exclude,
+            parallel=args.parallel,
+        )
+        result = await run_backup(client, storage, options, display)
+    finally:
+        await client.close()
+        await storage.close()
+    display.close()
+    ratio = result.data_bytes / result.stored_bytes if result.stored_bytes else 0.0
+    _say(
+        args,
+        f"backup complete: {result.location}\n"
+        f"  {len(result.collections)} collections, {result.documents:,} documents, "
+        f"{human_bytes(result.data_bytes)} of BSON stored as {human_bytes(result.stored_bytes)} "
+        f"({ratio:.1f}x), {human_seconds(result.duration)}\n"
+        f"  checksum sha256:{result.checksum}",
+    )
+    return dict(_jsonable(result))
+
+
+async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    uri = _require_uri(args)
+    storage, _ = _backup_storage(args.source, args)
+    client = open_client(uri)
+    try:
+        options = RestoreOptions(
+            include=args.ns_include,
+            exclude=args.ns_exclude,
+            ns_from=args.ns_from,
+            ns_to=args.ns_to,
+            on_conflict=args.on_conflict,
+            parallel=args.parallel,
+            insert_workers=args.insert_workers,
+            verify=not args.no_verify,
+        )
+        result = await run_restore(client, storage, options, display)
+    finally:
+        await client.close()
+        await storage.close()
+    display.close()
+    lines = [
+        f"restore complete from {result.source}",
+        f"  {len(result.collections)} collections, {result.documents:,} documents, {human_seconds(result.duration)}",
+    ]
+    if result.checked:
+        lines.append(f"  verified {result.verified}/{result.checked} collections against the backup")
+    lines += [
+        f"  {c.source} -> {c.target} ({c.method}, {c.documents:,} documents)" for c in result.collections
+    ]
+    lines += [f"  note: {note}" for note in result.notes]
+    _say(args, "\n".join(lines))
+    return dict(_jsonable(result))
+
+
+async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    storage, _ = _backup_storage(args.source, args)
+    try:
+        result = await verify_backup(storage, display)
+    finally:
+        await storage.close()
+    display.close()
+    if not result.ok:
+        _say(args, "\n".join(f"  {p}" for p in result.problems))
+        raise IntegrityError(f"verify failed: {len(result.problems)} problems in {result.location}")
+    _say(
+        args,
+        f"backup OK: {result.location}\n  {result.objects} objects, {result.documents:,} documents, "
+        f"{human_bytes(result.stored_bytes)} stored; checksum sha256:{result.checksum}",
+    )
+    return dict(_jsonable(result))
+
+
+async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    storage = open_storage(args.location, storage_settings(args))
+    try:
+        listings = await list_backups(storage)
+    finally:
+        await storage.close()
+    rows = [f"{'NAME':30} {'STATUS':10} {'SIZE':>10} {'DOCUMENTS':>12}  CREATED"]
+    for b in listings:
+        created = b.created.strftime("%Y-%m-%d %H:%M:%S") if b.created else "-"
+        docs = f"{b.documents:,}" if b.documents is not None else "-"
+        status = "complete" if b.complete else "INCOMPLETE"
+        rows.append(f"{b.name:30} {status:10} {human_bytes(b.stored_bytes):>10} {docs:>12}  {created}")
+    _say(args, "\n".join(rows) if listings else f"no backups under {storage.url}")
+    return {"location": storage.url, "backups": [_jsonable(b) for b in listings]}
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from .api.crdgen import render_crds, write_crds
+
+    if args.out:
+        for path in write_crds(args.out):
+            print(path)
+    else:
+        print("---\n".join(render_crds().values()), end="")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .handlers.main import run_operator
+
+    namespaces = list(args.namespace)
+    if not namespaces and not args.all_namespaces:
+        namespaces = [
+            n.strip() for n in os.environ.get("MONGO_BACKUP_NAMESPACES", "").split(",") if n.strip()
+        ]
+    run_operator(
+        namespaces=namespaces or None,
+        log_format=args.log_format,
+        max_concurrent_runs=args.max_concurrent_runs,
+        liveness_endpoint=args.liveness or None,
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return int(run_demo())
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.json:
+        print(text)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        for prop in ("duration", "ok"):
+            if hasattr(value, prop):
+                out[prop] = getattr(value, prop)
+        return out
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+_ASYNC_COMMANDS: dict[
+    str, Callable[[argparse.Namespace, ProgressDisplay], Coroutine[Any, Any, dict[str, Any]]]
+] = {
+    "backup": cmd_backup,
+    "restore": cmd_restore,
+    "verify": cmd_verify,
+    "ls": cmd_ls,
+}
+_SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "crds": cmd_crds,
+    "run": cmd_run,
+    "demo": cmd_demo,
+}
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, RestoreConflict):
+        return EXIT_CONFLICT
+    if isinstance(exc, BackupNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, IntegrityError):
+        return EXIT_INTEGRITY
+    if isinstance(exc, SourceUnavailable):
+        return EXIT_SOURCE
+    if isinstance(exc, StorageError):
+        return EXIT_STORAGE
+    if isinstance(exc, UsageError | InvalidInput):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.command in _SYNC_COMMANDS:
+        sys.exit(_SYNC_COMMANDS[args.command](args))
+    display = ProgressDisplay(enabled=None if not (args.quiet or args.json) else False)
+    try:
+        result = asyncio.run(_ASYNC_COMMANDS[args.command](args, display))
+    except KeyboardInterrupt:
+        display.close()
+        print("mongo-backup: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except (EngineError, StorageError, UsageError) as exc:
+        display.close()
+        _fail(args, exc)
+    if args.json:
+        print(json.dumps({"ok": True, "command": args.command, "result": result}, indent=2))
+    sys.exit(EXIT_OK)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException) -> NoReturn:
+    code = exit_code_for(exc)
+    message = scrub(str(exc), getattr(args, "uri", None))
+    if isinstance(exc, StorageAccessDenied):
+        message = f"access denied: {message}"
+    if args.json:
+        print(json.dumps({"ok": False, "command": args.command, "error": message, "exitCode": code}))
+    print(f"mongo-backup {args.command}: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
