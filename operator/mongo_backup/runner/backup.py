@@ -1,0 +1,125 @@
+"""A MongoBackup's run: resolve the Secrets, stream the backup, report the result."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ..api import MongoBackupSpec
+from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
+from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
+from ..storage import Storage, StorageError, StorageSettings, open_storage
+from . import sources
+from .cluster import ObjectLink
+from .failures import Failure
+from .lifecycle import Outcome
+from .progress import ProgressReporter, progress_status
+from .settings import RunnerSettings
+from .units import human_bytes, human_duration
+
+
+class BackupJob:
+    kind = "backup"
+    restored_field: str | None = None
+
+    def __init__(self, link: ObjectLink, spec: MongoBackupSpec, settings: RunnerSettings) -> None:
+        self.link = link
+        self.spec = spec
+        self.settings = settings
+        self._uri = ""
+        self._storage_settings = StorageSettings()
+
+    async def prepare(self) -> None:
+        self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
+        self._storage_settings = await sources.storage_settings(self.link, self.spec.storage)
+
+    def open_storage(self) -> Storage:
+        try:
+            return open_storage(self.spec.storage.url(), self._storage_settings).child(self.link.name)
+        except StorageError as exc:
+            raise Failure("InvalidStorage", str(exc)) from None
+
+    async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
+        try:
+            client = open_client(self._uri, timeout_ms=self.settings.mongo_timeout_ms)
+        except EngineError as exc:  # the only EngineError of open_client: a malformed URI (masked)
+            raise Failure("InvalidURI", str(exc)) from None
+        storage = self.open_storage()
+        try:
+            if resumed:
+                # The lost attempt may have finished writing: then it only missed its status.
+                adopted = await _adopt_complete(storage)
+                if adopted is not None:
+                    return adopted
+            options = BackupOptions(
+                compression=self.spec.compression.type,
+                level=self.spec.compression.level,
+                include=tuple(self.spec.namespaces.include),
+                exclude=tuple(self.spec.namespaces.exclude),
+                parallel=self.spec.parallelism,
+                replace_partial=resumed,
+            )
+            try:
+                result = await run_backup(client, storage, options, progress=reporter)
+            except EngineError as exc:
+                if "already holds a complete backup" in str(exc):
+                    raise Failure("BackupExists", str(exc)) from None
+                raise
+            stored = sum([info.size async for info in storage.list()])
+            return backup_outcome(result, stored, reporter)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+            with contextlib.suppress(Exception):
+                await storage.close()
+
+
+def backup_outcome(result: BackupResult, stored_bytes: int, reporter: ProgressReporter) -> Outcome:
+    size = human_bytes(stored_bytes)
+    status: dict[str, Any] = {
+        "location": result.location,
+        "checksum": result.checksum,
+        "storedBytes": stored_bytes,
+        "size": size,
+        "dataBytes": result.data_bytes,
+        "documents": result.documents,
+        "collections": len(result.collections),
+        "serverVersion": result.server_version,
+        "startedAt": _iso(result),
+    }
+    if reporter.latest is not None:
+        status["progress"] = progress_status(reporter.latest)
+    message = (
+        f"backup completed: {size} stored, {result.documents} documents in "
+        f"{len(result.collections)} collections, took {human_duration(result.duration)}, at {result.location}"
+    )
+    return Outcome(status=status, event_message=message)
+
+
+def _iso(result: BackupResult) -> str:
+    return result.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _adopt_complete(storage: Storage) -> Outcome | None:
+    if not await storage.exists(MANIFEST_NAME):
+        return None
+    raw = await storage.read_bytes(MANIFEST_NAME)
+    manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
+    stored = sum([info.size async for info in storage.list()])
+    size = human_bytes(stored)
+    status: dict[str, Any] = {
+        "location": storage.url,
+        "checksum": manifest_checksum(raw),
+        "storedBytes": stored,
+        "size": size,
+        "dataBytes": manifest.data_bytes,
+        "documents": manifest.documents,
+        "collections": len(manifest.collections),
+        "serverVersion": manifest.server_version,
+        "startedAt": manifest.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    message = (
+        f"backup completed before the operator restarted: {size} stored, {manifest.documents} documents "
+        f"at {storage.url}"
+    )
+    return Outcome(status=status, event_message=message)

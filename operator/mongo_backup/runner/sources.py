@@ -1,0 +1,61 @@
+"""Resolving what a spec points to: the MongoDB URI and the storage credentials live in
+Secrets; they are read at the start of each attempt and never logged or written anywhere."""
+
+from __future__ import annotations
+
+from ..api.common import (
+    AZURE_ACCOUNT_KEY_KEY,
+    AZURE_CONNECTION_STRING_KEY,
+    AZURE_SAS_TOKEN_KEY,
+    GCS_CREDENTIALS_KEY,
+    S3_ACCESS_KEY_ID_KEY,
+    S3_SECRET_ACCESS_KEY_KEY,
+    S3_SESSION_TOKEN_KEY,
+    SecretKeyRef,
+    StorageSpec,
+)
+from ..storage import StorageSettings
+from .cluster import ObjectLink, SecretUnavailable
+
+_CREDENTIAL_KEYS = {
+    "gcs": (GCS_CREDENTIALS_KEY,),
+    "s3": (S3_ACCESS_KEY_ID_KEY, S3_SECRET_ACCESS_KEY_KEY, S3_SESSION_TOKEN_KEY),
+    "azure": (AZURE_CONNECTION_STRING_KEY, AZURE_ACCOUNT_KEY_KEY, AZURE_SAS_TOKEN_KEY),
+}
+
+
+async def mongo_uri(link: ObjectLink, ref: SecretKeyRef) -> str:
+    uri = (await link.read_secret_key(ref.name, ref.key)).strip()
+    if not uri:
+        raise SecretUnavailable(
+            "SecretKeyNotFound", f"key {ref.key!r} of Secret {link.namespace}/{ref.name} is empty"
+        )
+    return uri
+
+
+async def storage_settings(link: ObjectLink, spec: StorageSpec) -> StorageSettings:
+    """Backend options of the spec, with the credentials of its Secret (when it names one)."""
+    credentials: dict[str, str] = {}
+    ref = spec.credentials_secret_ref
+    if ref is not None:
+        data = await link.read_secret(ref.name)
+        wanted = _CREDENTIAL_KEYS[spec.backend]
+        credentials = {key: data[key] for key in wanted if data.get(key)}
+        if not credentials:
+            raise SecretUnavailable(
+                "SecretKeyNotFound",
+                f"Secret {link.namespace}/{ref.name} has none of the keys {', '.join(wanted)}",
+            )
+    if spec.s3 is not None:
+        return StorageSettings(
+            s3_endpoint=spec.s3.endpoint,
+            s3_region=spec.s3.region,
+            s3_force_path_style=spec.s3.force_path_style,
+            s3_server_side_encryption=spec.s3.server_side_encryption,
+            s3_kms_key_id=spec.s3.kms_key_id,
+            s3_storage_class=spec.s3.storage_class,
+            credentials=credentials,
+        )
+    if spec.azure is not None:
+        return StorageSettings(azure_account_url=spec.azure.account_url, credentials=credentials)
+    return StorageSettings(credentials=credentials)
