@@ -277,10 +277,29 @@ class _Restorer:
                         f"{target.namespace} was created while the restore ran; it was left as it is"
                     ) from None
                 raise
+        await self._check_options_kept(target)
         await self.tracker.finish(entry, restored_as=target.namespace)
         return RestoredCollection(
             source.namespace, target.namespace, target.type, digest.documents, "swapped", verified
         )
+
+    async def _check_options_kept(self, target: _Target) -> None:
+        """Say so when the server did not keep the collection's options across the rename
+        (mongod does; some compatible servers do not)."""
+        wanted = _create_options(target.metadata)
+        if not wanted:
+            return
+        with mongo_errors(f"reading the options of {target.namespace}"):
+            infos = await (
+                await self.client[target.db].list_collections(filter={"name": target.name})
+            ).to_list()
+        found = dict(infos[0].get("options") or {}) if infos else {}
+        lost = sorted(k for k in wanted if k not in found)
+        if lost:
+            self.notes.append(
+                f"{target.namespace}: the server dropped the collection options {', '.join(lost)} "
+                "when the restored data was renamed into place"
+            )
 
     async def _restore_in_place(self, target: _Target, entry: CollectionProgress) -> RestoredCollection:
         """Time-series collections cannot be renamed: they are written directly."""
