@@ -111,7 +111,7 @@ def test_crds_equal_the_generated_crds(chart: helm.Chart) -> None:
     for name, text in generated.items():
         assert copies[name] == text, f"helm/.../crds/{name} differs from crds/{name}: run `make crds`"
     # Helm itself sees them as the chart's CRDs (installed before the templates).
-    assert sorted(c["filename"] for c in chart.crds) == sorted(f"crds/{n}" for n in generated)
+    assert sorted(c["filename"] for c in chart.crds) == sorted(f"{CHART.name}/crds/{n}" for n in generated)
 
 
 def test_values_schema_rejects_mistakes(chart: helm.Chart) -> None:

@@ -154,6 +154,20 @@ def crd_schema(kind: str) -> tuple[str, dict[str, Any]]:
     raise AssertionError(f"no CRD in crds/ for kind {kind}")
 
 
+def refuse_unknown_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as `kubectl apply` enforces it (strict field validation): a field the schema
+    does not declare is an error, not silently pruned."""
+    strict = dict(schema)
+    if "properties" in strict and not strict.get("x-kubernetes-preserve-unknown-fields"):
+        strict.setdefault("additionalProperties", False)
+        strict["properties"] = {
+            name: refuse_unknown_fields(sub) for name, sub in strict["properties"].items()
+        }
+    if isinstance(strict.get("items"), dict):
+        strict["items"] = refuse_unknown_fields(strict["items"])
+    return strict
+
+
 def test_examples_validate_against_kubernetes_and_the_crds() -> None:
     examples = load_examples()
     kinds = sorted(o["kind"] for o in examples)
@@ -167,7 +181,7 @@ def test_examples_validate_against_kubernetes_and_the_crds() -> None:
         # OpenAPI v3 schemas of CRDs are JSON Schema draft 4 plus x-kubernetes-* keywords
         # (ignored here; CEL rules only a real API server checks: the kind e2e test applies them).
         try:
-            jsonschema.Draft4Validator(schema).validate(obj)
+            jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
         except jsonschema.ValidationError as e:
             pytest.fail(f"manifests/examples {obj['kind']}: {e.message} at {list(e.path)}")
 
