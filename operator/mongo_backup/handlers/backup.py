@@ -1,0 +1,86 @@
+"""MongoBackup: a daemon runs the backup while the object is neither Completed nor Failed;
+with `deletionPolicy: Delete`, deleting the object first deletes the stored backup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MongoBackupSpec, SpecError, parse_spec
+from ..engine.manifest import MANIFEST_NAME, manifest_checksum
+from ..runner import BackupJob, Failure, SecretUnavailable, drive, scrub
+from ..storage import StorageError
+from .hosting import fail_at_once, host, runnable
+from .link import ResourceLink
+from .settings import runtime_of
+
+PLURAL = MONGO_BACKUP.plural
+#: give up deleting stored objects after this many tries (a deletion must not hang forever)
+DELETE_TRIES = 5
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="run", when=runnable, cancellation_timeout=60)
+async def run(
+    body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+) -> None:
+    runtime = runtime_of(memo)
+    assert runtime.kube is not None and runtime.slots is not None
+    link = ResourceLink(runtime.kube, PLURAL, body)
+    status = dict(body.get("status") or {})
+    try:
+        spec = parse_spec(MongoBackupSpec, body)
+    except SpecError as exc:
+        await fail_at_once(link, status, Failure("InvalidSpec", str(exc)))
+        return
+    job = BackupJob(link, spec, runtime.settings)
+    await host(
+        drive(job, link, status, meta.get("generation"), runtime.settings, runtime.slots), stopped, logger
+    )
+
+
+def _deletes_data(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="delete-stored-backup", when=_deletes_data)
+async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, logger: Any, **_: Any) -> None:
+    """Only the objects of this object's own completed backup go: the manifest must carry the
+    checksum the status recorded (a name clash with someone else's backup deletes nothing).
+    A failed attempt's objects were already removed by the engine."""
+    runtime = runtime_of(memo)
+    assert runtime.kube is not None
+    link = ResourceLink(runtime.kube, PLURAL, body)
+    status = body.get("status") or {}
+    checksum = status.get("checksum")
+    if status.get("phase") != "Completed" or not checksum:
+        return
+    try:
+        spec = parse_spec(MongoBackupSpec, body)
+        job = BackupJob(link, spec, runtime.settings)
+        await job.prepare()
+        storage = job.open_storage()
+        try:
+            raw = await storage.read_bytes(MANIFEST_NAME)
+            if manifest_checksum(raw) != checksum:
+                link.post_event(
+                    "Warning",
+                    "DeleteSkipped",
+                    f"{storage.url} holds a different backup (checksum differs): nothing deleted",
+                )
+                return
+            # the manifest first: the backup stops being complete before its data goes
+            await storage.delete(MANIFEST_NAME)
+            removed = await storage.delete_prefix("") + 1
+        finally:
+            await storage.close()
+    except (SpecError, SecretUnavailable, StorageError, Failure) as exc:
+        message = scrub(getattr(exc, "message", None) or str(exc))
+        if isinstance(exc, StorageError) and "does not exist" in message:
+            return  # already gone
+        if retry + 1 < DELETE_TRIES:
+            raise kopf.TemporaryError(f"cannot delete the stored backup yet: {message}", delay=10) from None
+        link.post_event("Warning", "DeleteFailed", f"stored backup left in place: {message}")
+        return
+    logger.info("deleted %d stored objects of %s", removed, link.name)
+    link.post_event("Normal", "Deleted", f"deleted {removed} stored objects at {storage.url}")

@@ -1,0 +1,85 @@
+"""The few Kubernetes API calls the operator makes itself (Kopf makes the others): read a
+Secret, read a MongoBackup, merge-patch a status subresource.
+
+The synchronous `kubernetes` client runs in worker threads (`asyncio.to_thread`), configured
+the way Kopf's own login is (in-cluster service account, else kubeconfig), or pointed at an
+explicit API server (tests and the demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kubernetes
+
+from ..api import API_GROUP, API_VERSION
+
+
+class KubeApi:
+    def __init__(self, configuration: Any) -> None:
+        self._client = kubernetes.client.ApiClient(configuration)
+        self._core = kubernetes.client.CoreV1Api(self._client)
+        self._custom = kubernetes.client.CustomObjectsApi(self._client)
+
+    @classmethod
+    def from_environment(cls) -> KubeApi:
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(configuration)
+
+    @classmethod
+    def for_server(cls, server: str) -> KubeApi:
+        """An unauthenticated client of an API server (the local emulator)."""
+        configuration = kubernetes.client.Configuration()
+        configuration.host = server
+        configuration.verify_ssl = False
+        return cls(configuration)
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data, decoded; None when the Secret does not exist."""
+        secret = await self._read_json(self._core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
+        data: Mapping[str, str] = secret.get("data") or {}
+        decoded = {key: base64.b64decode(value).decode() for key, value in data.items() if value is not None}
+        # stringData is write-only on a real API server; an emulator may keep it as it is
+        decoded.update(secret.get("stringData") or {})
+        return decoded
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._read_json(
+            self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, plural, name
+        )
+
+    async def _read_json(self, method: Callable[..., Any], *args: str) -> dict[str, Any] | None:
+        """The raw JSON of a GET (no model conversion); None on 404."""
+        try:
+            response = await asyncio.to_thread(method, *args, _preload_content=False)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch `status` (a dict body is sent as application/merge-patch+json)."""
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(patch)},
+            _preload_content=False,
+        )

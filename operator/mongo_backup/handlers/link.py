@@ -1,0 +1,43 @@
+"""The runner's `ObjectLink` for one custom resource: status patches and reads through
+`KubeApi`, events through Kopf (which fills in the involved object and the reporter)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from ..api import MONGO_BACKUP
+from ..runner import EventType, SecretUnavailable
+from .kube import KubeApi
+
+
+class ResourceLink:
+    def __init__(self, kube: KubeApi, plural: str, body: kopf.Body) -> None:
+        self.kube = kube
+        self.plural = plural
+        self.body = body
+        self.namespace = str(body.metadata.namespace)
+        self.name = str(body.metadata.name)
+
+    async def patch_status(self, patch: Mapping[str, Any]) -> None:
+        await self.kube.patch_status(self.plural, self.namespace, self.name, patch)
+
+    def post_event(self, type: EventType, reason: str, message: str) -> None:
+        kopf.event(self.body, type=type, reason=reason, message=message[:1024])
+
+    async def read_secret(self, name: str) -> dict[str, str]:
+        data = await self.kube.read_secret(self.namespace, name)
+        if data is None:
+            raise SecretUnavailable("SecretNotFound", f"Secret {self.namespace}/{name} does not exist")
+        return data
+
+    async def read_secret_key(self, name: str, key: str) -> str:
+        data = await self.read_secret(name)
+        if key not in data:
+            raise SecretUnavailable("SecretKeyNotFound", f"Secret {self.namespace}/{name} has no key {key!r}")
+        return data[key]
+
+    async def read_backup(self, name: str) -> Mapping[str, Any] | None:
+        return await self.kube.get_object(MONGO_BACKUP.plural, self.namespace, name)

@@ -1,0 +1,58 @@
+"""Starting the operator: `mongo-backup run` calls `run_operator`; tests and the demo await
+`operate` in their own event loop with an explicit API server and shorter timings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from ..runner import RunnerSettings
+from . import backup, restore, settings  # noqa: F401 - importing registers the handlers
+from .runtime import Runtime
+
+
+def configure_logging(log_format: str) -> None:
+    kopf.configure(log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    # the drivers' own debug chatter is not the operator's business
+    for name in ("pymongo", "kubernetes", "urllib3", "azure", "google", "botocore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+async def operate(
+    runtime: Runtime,
+    *,
+    namespaces: Sequence[str] | None = None,
+    standalone: bool | None = None,
+    priority: int | None = None,
+    liveness_endpoint: str | None = None,
+    ready_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | None = None,
+) -> None:
+    """Run the operator until `stop_flag` is set (or a signal arrives)."""
+    memo: Any = kopf.Memo(runtime=runtime)
+    await kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=list(namespaces or ()),
+        standalone=standalone,
+        priority=priority,
+        liveness_endpoint=liveness_endpoint,
+        ready_flag=ready_flag,
+        stop_flag=stop_flag,
+        memo=memo,
+    )
+
+
+def run_operator(
+    namespaces: list[str] | None,
+    log_format: str,
+    max_concurrent_runs: int,
+    liveness_endpoint: str | None,
+) -> None:
+    """`mongo-backup run`: reconcile MongoBackup/MongoRestore in `namespaces` (all when empty)."""
+    configure_logging(log_format)
+    runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs))
+    asyncio.run(operate(runtime, namespaces=namespaces or None, liveness_endpoint=liveness_endpoint))

@@ -1,0 +1,29 @@
+"""What the handlers share for the life of one operator process: runner settings, the run
+slots and the Kubernetes client. Kopf hands it to every handler as `memo.runtime`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..runner import RunnerSettings, Slots
+from .kube import KubeApi
+
+
+@dataclass
+class Runtime:
+    settings: RunnerSettings = field(default_factory=RunnerSettings)
+    #: the API server to use instead of the in-cluster/kubeconfig one (the local emulator)
+    server: str | None = None
+    slots: Slots | None = None
+    kube: KubeApi | None = None
+
+    def start(self) -> None:
+        if self.slots is None:
+            self.slots = Slots(self.settings.max_concurrent_runs)
+        if self.kube is None:
+            self.kube = KubeApi.for_server(self.server) if self.server else KubeApi.from_environment()
+
+    def stop(self) -> None:
+        if self.kube is not None:
+            self.kube.close()
+            self.kube = None
