@@ -218,7 +218,7 @@ def test_values_reach_the_deployment(chart: helm.Chart) -> None:
     assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert env["MONGO_BACKUP_LOG_FORMAT"] == "plain"
     assert env["MONGO_BACKUP_MAX_CONCURRENT_RUNS"] == "4"
-    assert env["MONGO_BACKUP_HEALTH_PORT"] == "9090"
+    assert container["args"] == ["run", "--liveness", "http://0.0.0.0:9090/healthz"]
     assert env["TZ"] == "UTC"
     assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"]["port"] == "health"

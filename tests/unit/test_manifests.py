@@ -110,11 +110,11 @@ def test_probes_hit_the_health_endpoint(rendered: list[Obj]) -> None:
     (container,) = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
+    # `mongo-backup run --liveness URL` serves Kopf's health endpoint where the probes look.
+    assert container["args"] == ["run", "--liveness", "http://0.0.0.0:8080/healthz"]
     for probe in ("livenessProbe", "readinessProbe"):
         http = container[probe]["httpGet"]
-        assert http["path"] == "/healthz"
-        assert ports[http["port"]] == int(env["MONGO_BACKUP_HEALTH_PORT"])
-    assert container["args"] == ["run"]
+        assert f"http://0.0.0.0:{ports[http['port']]}{http['path']}" == container["args"][2]
     assert env["MONGO_BACKUP_NAMESPACES"] == ""  # the base watches every namespace
     assert env["MONGO_BACKUP_LOG_FORMAT"] in {"json", "plain"}
 
