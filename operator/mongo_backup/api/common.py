@@ -437,7 +437,9 @@ class CustomResource:
     status_model: type[StatusModel]
     printer_columns: tuple[PrinterColumn, ...]
     description: str
-    categories: tuple[str, ...] = ("mongobackup",)
+    #: `kubectl get mongo-backup` lists both kinds; a category must differ from every resource
+    #: name, or kubectl expands `kubectl get mongobackup NAME` to both kinds
+    categories: tuple[str, ...] = ("mongo-backup",)
     group: str = API_GROUP
     version: str = API_VERSION
 
