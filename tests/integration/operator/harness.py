@@ -1,0 +1,194 @@
+"""Running the operator in-process against the Kubernetes API emulator, and the few helpers
+the operator tests share (Secrets, objects, waiting for a phase)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mongo_backup.handlers import Runtime, operate
+from mongo_backup.runner import RunnerSettings
+from mongo_backup.testing.kube import KubeEmulator
+
+GROUP_VERSION = "mongobackup.io/v1alpha1"
+NAMESPACE = "default"
+
+#: short timings: tests wait for seconds, not minutes
+FAST = RunnerSettings(
+    max_concurrent_runs=2,
+    progress_interval=0.2,
+    wait_interval=0.3,
+    retry_delays=(0.2, 0.3),
+    mongo_timeout_ms=800,
+)
+
+
+class OperatorThread:
+    """The operator in a thread with its own event loop (the emulator has another one)."""
+
+    def __init__(
+        self,
+        server: str,
+        settings: RunnerSettings = FAST,
+        *,
+        standalone: bool = True,
+        priority: int | None = None,
+    ) -> None:
+        self.runtime = Runtime(settings=settings, server=server)
+        self.standalone = standalone
+        self.priority = priority
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> OperatorThread:
+        self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError(f"the operator did not start: {self.error!r}")
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(
+                operate(
+                    self.runtime,
+                    standalone=self.standalone,
+                    priority=self.priority,
+                    ready_flag=self._ready,
+                    stop_flag=self._stop,
+                )
+            )
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+            self._thread = None
+
+    def __enter__(self) -> OperatorThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def secret(kube: KubeEmulator, name: str, data: Mapping[str, str], namespace: str = NAMESPACE) -> None:
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": encoded,
+        }
+    )
+
+
+def backup_object(
+    name: str, path: str, include: list[str], *, secret_name: str = "mongo", key: str = "uri", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "MongoBackup",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "mongodb": {"uriSecretRef": {"name": secret_name, "key": key}},
+            "storage": {"filesystem": {"path": path}},
+            "namespaces": {"include": include},
+            **spec,
+        },
+    }
+
+
+def restore_object(
+    name: str,
+    backup: str,
+    rename: list[dict[str, str]] | None = None,
+    *,
+    secret_name: str = "mongo",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "MongoRestore",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "backupRef": {"name": backup},
+            "mongodb": {"uriSecretRef": {"name": secret_name, "key": "uri"}},
+            "rename": rename or [],
+            **spec,
+        },
+    }
+
+
+def path_of(plural: str, name: str, namespace: str = NAMESPACE) -> str:
+    return f"/apis/{GROUP_VERSION}/namespaces/{namespace}/{plural}/{name}"
+
+
+def get(kube: KubeEmulator, plural: str, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(kube.api("GET", path_of(plural, name)))
+    except RuntimeError as exc:
+        if "HTTP 404" in str(exc):
+            return None
+        raise
+
+
+def wait_for(
+    kube: KubeEmulator,
+    plural: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float = 60,
+    what: str = "",
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        obj = get(kube, plural, name)
+        if obj is not None and check(obj):
+            return obj
+        time.sleep(0.05)
+    raise AssertionError(f"{plural}/{name}: timed out waiting for {what or check}; last seen: {obj}")
+
+
+def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: (obj.get("status") or {}).get("phase") in phases
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def waiting_with(reason: str) -> Callable[[dict[str, Any]], bool]:
+    def check(obj: dict[str, Any]) -> bool:
+        ready = condition(obj, "Ready")
+        return ready is not None and ready["status"] == "False" and ready["reason"] == reason
+
+    return check
+
+
+def gone(kube: KubeEmulator, plural: str, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get(kube, plural, name) is None:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{plural}/{name} was not deleted within {timeout}s")
+
+
+def events_of(kube: KubeEmulator, name: str) -> list[dict[str, Any]]:
+    events = kube.api("GET", f"/api/v1/namespaces/{NAMESPACE}/events")["items"]
+    return [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
