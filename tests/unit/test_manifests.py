@@ -67,7 +67,9 @@ def test_crd_copies_equal_the_generated_crds() -> None:
     copies = {p.name: p.read_text() for p in (MANIFESTS / "crds").glob("*.yaml")}
     assert sorted(copies) == sorted(generated), "manifests/crds/ must hold exactly the files of crds/"
     for name, text in generated.items():
-        assert copies[name] == text, f"manifests/crds/{name} differs from crds/{name}: run `make crds`"
+        assert copies[name] == text, (
+            f"manifests/crds/{name} differs from crds/{name}: cp crds/*.yaml manifests/crds/"
+        )
     kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     assert {f"crds/{name}" for name in generated} <= set(kustomization["resources"])
 
@@ -184,6 +186,26 @@ def test_examples_validate_against_kubernetes_and_the_crds() -> None:
             jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
         except jsonschema.ValidationError as e:
             pytest.fail(f"manifests/examples {obj['kind']}: {e.message} at {list(e.path)}")
+
+
+def test_yaml_in_the_docs_validates_against_the_crds() -> None:
+    """The backup and restore YAML that README.md and docs/ show users is what the CRDs accept."""
+    checked = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        if not doc.exists():
+            continue
+        for block in re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL):
+            obj = yaml.safe_load(block)
+            if not isinstance(obj, dict) or not str(obj.get("apiVersion", "")).startswith("mongobackup.io/"):
+                continue
+            api_version, schema = crd_schema(obj["kind"])
+            assert obj["apiVersion"] == api_version, f"{doc.name}: {obj['kind']} apiVersion"
+            try:
+                jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
+            except jsonschema.ValidationError as e:
+                pytest.fail(f"{doc.name} {obj['kind']}: {e.message} at {list(e.path)}")
+            checked += 1
+    assert checked >= 2, "no MongoBackup/MongoRestore YAML found in README.md or docs/"
 
 
 def test_examples_reference_each_other() -> None:
