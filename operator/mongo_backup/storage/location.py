@@ -1,5 +1,24 @@
 """Storage URLs (`file:///path`, `gs://bucket/prefix`, `s3://bucket/prefix`,
-`azure://container/prefix`) and `open_storage`, which picks the backend for one."""
+`azure://container/prefix`) and `open_storage`, which picks the backend for one.
+
+Credentials come from `StorageSettings.credentials`, a mapping filled from a Kubernetes
+Secret's keys. The key names (constants below) are:
+
+- GCS: `service-account.json` (a service-account key file's JSON).
+- S3: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`.
+- Azure: one of `AZURE_STORAGE_CONNECTION_STRING`, `AZURE_STORAGE_ACCOUNT_KEY` (with
+  `azure_account_url`), `AZURE_STORAGE_SAS_TOKEN` (with `azure_account_url`).
+
+Without them each backend uses the environment's ambient credentials:
+- GCS: application default credentials (GKE Workload Identity, `GOOGLE_APPLICATION_CREDENTIALS`);
+  anonymous when `STORAGE_EMULATOR_HOST` is set or `gcs_endpoint` is plain `http://` (an emulator:
+  tokens are never sent over plain HTTP).
+- S3: boto3's default chain (env vars, IRSA web identity, instance roles, profiles); endpoint from
+  `s3_endpoint`, else `AWS_ENDPOINT_URL`.
+- Azure: `AZURE_STORAGE_CONNECTION_STRING` from the environment, else
+  `DefaultAzureCredential` (workload identity, managed identity) against `azure_account_url`
+  (default `https://<container's account>.blob.core.windows.net` cannot be guessed: it is required).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +27,23 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .base import Storage, StorageError
+from .retry import RetryPolicy
 
 SCHEMES = ("file", "gs", "s3", "azure")
+
+# Keys of a credentials Secret, one set per backend (see the module docstring).
+GCS_SERVICE_ACCOUNT_JSON = "service-account.json"
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+AZURE_STORAGE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+AZURE_STORAGE_ACCOUNT_KEY = "AZURE_STORAGE_ACCOUNT_KEY"
+AZURE_STORAGE_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
+CREDENTIAL_KEYS = {
+    "gs": (GCS_SERVICE_ACCOUNT_JSON,),
+    "s3": (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN),
+    "azure": (AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN),
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +102,15 @@ class StorageSettings:
     s3_kms_key_id: str | None = None
     s3_storage_class: str | None = None
     azure_account_url: str | None = None
-    credentials: Mapping[str, str] = field(default_factory=dict)
+    #: GCS API endpoint (an emulator, a private endpoint); default: STORAGE_EMULATOR_HOST or Google's
+    gcs_endpoint: str | None = None
+    #: bytes per uploaded part/chunk/block; None: the backend's default (8 MiB, 16 MiB for GCS)
+    part_size: int | None = None
+    #: parts uploaded at once by one writer (S3, Azure); memory is about part_size x this
+    upload_concurrency: int = 4
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Secret keys -> values; never printed (repr=False), never put in URLs or messages
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def open_storage(url: str | StorageLocation, settings: StorageSettings | None = None) -> Storage:
@@ -78,4 +120,16 @@ def open_storage(url: str | StorageLocation, settings: StorageSettings | None = 
         from .filesystem import FilesystemStorage
 
         return FilesystemStorage(loc.path)
+    if loc.scheme == "gs":
+        from .gcs import GcsStorage
+
+        return GcsStorage(loc.bucket, loc.path, settings)
+    if loc.scheme == "s3":
+        from .s3 import S3Storage
+
+        return S3Storage(loc.bucket, loc.path, settings)
+    if loc.scheme == "azure":
+        from .azure import AzureStorage
+
+        return AzureStorage(loc.bucket, loc.path, settings)
     raise StorageError(f"storage backend {loc.scheme}:// is not available in this build")

@@ -1,0 +1,178 @@
+"""A small HTTP reverse proxy that sits between a storage client and its emulator and can be
+told to answer the next requests with an error status or to drop their connection.
+
+Faults are injected before the request reaches the emulator, so the emulator never sees a
+failed request: what a client sees is exactly an overloaded or flaky front end. Headers that
+name the emulator (e.g. a GCS resumable-session `Location`) are rewritten to the proxy, so
+follow-up requests go through it too.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+}
+
+
+@dataclass
+class Fault:
+    #: HTTP status to answer with, or None to drop the connection without an answer
+    status: int | None
+    #: how many matching requests to hit; -1: every one until cleared
+    count: int
+    method: str | None = None
+    path_contains: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path_contains is None or self.path_contains in path
+        )
+
+
+class FaultyProxy:
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = upstream.rstrip("/")
+        self._up_host = parts.hostname or "127.0.0.1"
+        self._up_port = parts.port or 80
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        #: (method, path, status or "dropped") of every request seen
+        self.seen: list[tuple[str, str, int | str]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="faulty-proxy", daemon=True)
+
+    def __enter__(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # What tests call.
+
+    def fail(
+        self,
+        count: int = 1,
+        status: int = 503,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Answer the next `count` matching requests with `status` (-1: all, until `clear()`)."""
+        with self._lock:
+            self._faults.append(Fault(status, count, method, path_contains))
+
+    def drop(self, count: int = 1, *, method: str | None = None, path_contains: str | None = None) -> None:
+        """Close the connection of the next `count` matching requests without answering."""
+        with self._lock:
+            self._faults.append(Fault(None, count, method, path_contains))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def injected(self) -> int:
+        return sum(
+            1 for _, _, result in self.seen if result == "dropped" or result in (429, 500, 502, 503, 504)
+        )
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.count != 0 and fault.matches(method, path):
+                    if fault.count > 0:
+                        fault.count -= 1
+                    return fault
+        return None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _read_body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _handle(self) -> None:
+                body = self._read_body()
+                fault = proxy._take_fault(self.command, self.path)
+                if fault is not None and fault.status is None:
+                    proxy.seen.append((self.command, self.path, "dropped"))
+                    # An abrupt close (RST), as a crashed load balancer would.
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault is not None and fault.status is not None:
+                    proxy.seen.append((self.command, self.path, fault.status))
+                    payload = (
+                        b'{"error": {"code": %d, "message": "injected by the test proxy"}}' % fault.status
+                    )
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                headers["Content-Length"] = str(len(body))
+                upstream = http.client.HTTPConnection(proxy._up_host, proxy._up_port, timeout=120)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                finally:
+                    upstream.close()
+                proxy.seen.append((self.command, self.path, response.status))
+                self.send_response_only(response.status, response.reason)
+                for key, value in response.getheaders():
+                    # A HEAD answer's Content-Length is the object's size: pass it through.
+                    if key.lower() in _HOP_BY_HOP or (
+                        key.lower() == "content-length" and self.command != "HEAD"
+                    ):
+                        continue
+                    self.send_header(key, value.replace(proxy.upstream, proxy.endpoint))
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
+
+        return Handler
