@@ -6,7 +6,8 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # ---- build: the project's wheel and the wheels of its runtime dependencies, pinned -------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps the rest of the tree out of the context).
 COPY pyproject.toml README.md constraints.txt ./
@@ -33,6 +34,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     HOME=/tmp
 # The wheels are bind-mounted from the build stage, so they never become a layer of the image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \

@@ -120,7 +120,8 @@ def test_values_schema_rejects_mistakes(chart: helm.Chart) -> None:
         {"logFormat": "xml"},
         {"watchNamespaces": "databases"},  # a string where a list is meant
         {"image": {"pullPolicy": "Sometimes"}},
-        {"replicaCount": 2},  # a typo of another chart's key: unknown keys are refused
+        {"replicaCount": 1},  # another chart's key name: unknown keys are refused
+        {"replicas": 2},  # two operators without peering would both run every backup
     ):
         with pytest.raises(helm.HelmError):
             chart.validate_schema(bad)
