@@ -1,0 +1,150 @@
+"""Each kind of bad input gets its own reason, in a Failed phase or a waiting condition, and
+never a crash loop; secrets never show up in the status or the events."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from mongo_backup.testing.kube import KubeEmulator
+from tests.integration.operator.harness import (
+    GROUP_VERSION,
+    OperatorThread,
+    backup_object,
+    condition,
+    events_of,
+    phase_is,
+    restore_object,
+    secret,
+    wait_for,
+    waiting_with,
+)
+
+
+@pytest.fixture
+def small_db(sync_mongo: MongoClient[Any], dbname: str) -> str:
+    sync_mongo[dbname]["things"].insert_many([{"n": i} for i in range(50)])
+    return dbname
+
+
+def failed(kube: KubeEmulator, plural: str, name: str) -> dict[str, Any]:
+    obj = wait_for(kube, plural, name, phase_is("Completed", "Failed"))
+    assert obj["status"]["phase"] == "Failed", obj["status"]
+    return obj
+
+
+def reason_of(obj: dict[str, Any]) -> str:
+    cond = condition(obj, "Failed")
+    assert cond is not None and cond["status"] == "True", obj["status"]
+    return str(cond["reason"])
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_missing_secret_waits_then_runs_when_it_appears(
+    kube: KubeEmulator, operator: OperatorThread, mongo_uri: str, small_db: str, tmp_path: Path
+) -> None:
+    kube.apply(backup_object("early", str(tmp_path), [f"{small_db}.*"], secret_name="later"))
+    waiting = wait_for(kube, "mongobackups", "early", waiting_with("SecretNotFound"))
+    assert waiting["status"]["phase"] == "Pending"
+    assert "default/later" in condition(waiting, "Ready")["message"]  # type: ignore[index]
+
+    secret(kube, "later", {"other": "x"})
+    wait_for(kube, "mongobackups", "early", waiting_with("SecretKeyNotFound"))
+
+    secret(kube, "later", {"uri": mongo_uri})
+    done = wait_for(kube, "mongobackups", "early", phase_is("Completed", "Failed"))
+    assert done["status"]["phase"] == "Completed"
+    assert condition(done, "Ready")["status"] == "True"  # type: ignore[index]
+
+
+def test_malformed_uri_fails_with_the_password_masked(
+    kube: KubeEmulator, operator: OperatorThread, tmp_path: Path
+) -> None:
+    secret(kube, "bad-uri", {"uri": "mongodb://admin:hunter2@db.example:notaport/"})
+    kube.apply(backup_object("typo", str(tmp_path), ["x.*"], secret_name="bad-uri"))
+    obj = failed(kube, "mongobackups", "typo")
+    assert reason_of(obj) == "InvalidURI"
+    assert "admin:***@" in obj["status"]["error"]
+    assert "hunter2" not in str(obj) and "hunter2" not in str(events_of(kube, "typo"))
+    assert "Failed" in [e["reason"] for e in events_of(kube, "typo")]
+
+
+def test_unreachable_mongodb_is_retried_then_fails(
+    kube: KubeEmulator, operator: OperatorThread, tmp_path: Path
+) -> None:
+    uri = f"mongodb://backup:pw0rd@127.0.0.1:{closed_port()}/?directConnection=true"
+    secret(kube, "nowhere", {"uri": uri})
+    kube.apply(backup_object("lonely", str(tmp_path), ["x.*"], secret_name="nowhere"))
+    obj = failed(kube, "mongobackups", "lonely")
+    assert reason_of(obj) == "MongoDBUnreachable"
+    assert obj["status"]["attempts"] == 3  # the first try and one per retry delay
+    assert "pw0rd" not in str(obj) and "pw0rd" not in str(events_of(kube, "lonely"))
+    warnings = [e for e in events_of(kube, "lonely") if e["type"] == "Warning"]
+    assert any("retrying" in e["message"] for e in warnings)
+
+
+def test_storage_access_denied_fails(
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, small_db: str, tmp_path: Path
+) -> None:
+    if os.geteuid() == 0:
+        denied = "/sys/fs/mongo-backup-denied"  # even root may not create folders there
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        denied = str(locked)
+    kube.apply(backup_object("denied", denied, [f"{small_db}.*"]))
+    obj = failed(kube, "mongobackups", "denied")
+    assert reason_of(obj) == "StorageAccessDenied", obj["status"]
+
+
+def test_restore_waits_for_a_missing_backup_and_fails_on_a_failed_one(
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, tmp_path: Path
+) -> None:
+    kube.apply(restore_object("orphan", "not-there"))
+    waiting = wait_for(kube, "mongorestores", "orphan", waiting_with("BackupNotFound"))
+    assert "default/not-there" in waiting["status"]["error"]
+
+    secret(kube, "bad-uri", {"uri": "mongodb://:@"})
+    kube.apply(backup_object("broken", str(tmp_path), ["x.*"], secret_name="bad-uri"))
+    failed(kube, "mongobackups", "broken")
+    kube.apply(restore_object("from-broken", "broken"))
+    obj = failed(kube, "mongorestores", "from-broken")
+    assert reason_of(obj) == "BackupNotComplete"
+
+
+def test_restore_over_existing_data_fails_naming_the_collection(
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, small_db: str, tmp_path: Path
+) -> None:
+    kube.apply(backup_object("snap", str(tmp_path), [f"{small_db}.*"]))
+    assert (
+        wait_for(kube, "mongobackups", "snap", phase_is("Completed", "Failed"))["status"]["phase"]
+        == "Completed"
+    )
+    kube.apply(restore_object("clash", "snap"))  # into the same, non-empty database
+    obj = failed(kube, "mongorestores", "clash")
+    assert reason_of(obj) == "RestoreConflict"
+    assert f"{small_db}.things" in obj["status"]["error"]
+
+
+def test_invalid_spec_fails_without_running(kube: KubeEmulator, operator: OperatorThread) -> None:
+    kube.apply(
+        {
+            "apiVersion": GROUP_VERSION,
+            "kind": "MongoRestore",
+            "metadata": {"name": "nothing", "namespace": "default"},
+            "spec": {"mongodb": {"uriSecretRef": {"name": "m", "key": "uri"}}},
+        }
+    )
+    obj = failed(kube, "mongorestores", "nothing")
+    assert reason_of(obj) == "InvalidSpec"
+    assert "backupRef or source" in obj["status"]["error"]
