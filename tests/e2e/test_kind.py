@@ -278,7 +278,9 @@ def test_backup_restore_verify_and_cleanup_on_kind(cluster: Cluster, operator: s
     )
     restore = wait_for_phase(cluster, "mongorestore", RESTORE, "Completed")
     assert condition(restore, "Verified")["status"] == "True"
+    assert restore["status"]["verification"] == {"checked": 2, "verified": 2, "mismatches": []}
     assert restore["status"]["documents"] == ORDERS + 2
+    assert restore["status"]["checksum"] == status["checksum"]  # exactly the backup made above
 
     # What a DBA would compare: every document byte for byte (canonical Extended JSON), every index.
     assert snapshot(cluster, "shop_restored") == source
