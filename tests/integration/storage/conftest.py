@@ -10,6 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mongo_backup.storage import Storage, StorageSettings
+from mongo_backup.storage.location import (
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
+    AZURE_STORAGE_CONNECTION_STRING,
+)
+from mongo_backup.storage.retry import RetryPolicy
 from tests.support.emulators import (
     BUCKET,
     Backend,
@@ -19,14 +27,6 @@ from tests.support.emulators import (
     gcs_emulator,
     s3_emulator,
 )
-
-from mongo_backup.storage import Storage, StorageSettings
-from mongo_backup.storage.location import (
-    AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY,
-    AZURE_STORAGE_CONNECTION_STRING,
-)
-from mongo_backup.storage.retry import RetryPolicy
 
 #: short delays so retry tests stay fast; the total budget still bounds every operation
 FAST_RETRY = RetryPolicy(

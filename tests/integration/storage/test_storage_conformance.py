@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 
 import psutil
 import pytest
-from tests.support.emulators import Backend
-from tests.support.faulty_proxy import FaultyProxy
 
 from mongo_backup.storage import (
     ObjectExists,
@@ -23,6 +21,8 @@ from mongo_backup.storage import (
     StorageError,
     TransientStorageError,
 )
+from tests.support.emulators import Backend
+from tests.support.faulty_proxy import FaultyProxy
 
 MiB = 1024 * 1024
 #: the smallest part every backend accepts (S3's minimum), so multi-part writes stay small
