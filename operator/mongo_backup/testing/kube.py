@@ -30,6 +30,7 @@ import bisect
 import collections
 import copy
 import datetime
+import importlib.metadata
 import json
 import random
 import string
@@ -38,6 +39,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +54,10 @@ import yaml
 from kmock._internal import apps, parsing, rendering
 
 KMOCK_VERSION = "0.8"
-if kmock.__version__ != KMOCK_VERSION:
+if importlib.metadata.version("kmock") != KMOCK_VERSION:
     raise ImportError(
         f"mongo_backup.testing.kube patches kmock {KMOCK_VERSION} internals, found kmock "
-        f"{kmock.__version__}: pin kmock=={KMOCK_VERSION} or port the fixes"
+        f"{importlib.metadata.version('kmock')}: pin kmock=={KMOCK_VERSION} or port the fixes"
     )
 
 T = TypeVar("T")
@@ -208,10 +210,14 @@ class CompatEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         # Gap 2: without v1/namespaces and v1/events in discovery, Kopf silently never watches.
-        self.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 reads it with a deprecated importlib call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
         # Gap 7: PUT (`kubectl replace`, the client's replace_*) is not served by kmock.
         self.fallback[kmock.method.PUT] << self._serve_replace
-        self._store(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        self._store(
+            NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
+        )
 
     # ----- bookkeeping ------------------------------------------------------------------------
 
@@ -281,8 +287,8 @@ class CompatEmulator(kmock.KubernetesEmulator):
         if namespace is not None:
             meta["namespace"] = namespace
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
-        for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
-            meta.pop(key, None)
+        for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(field, None)
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
         key = (res, namespace, meta["name"])
@@ -312,9 +318,9 @@ class CompatEmulator(kmock.KubernetesEmulator):
                     new["status"] = copy.deepcopy(old["status"])
         _encode_string_data(res, new)
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
-        for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp"):
-            if key in old_meta:
-                meta[key] = old_meta[key]
+        for field in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp"):
+            if field in old_meta:
+                meta[field] = old_meta[field]
         meta["resourceVersion"] = old_meta["resourceVersion"]
         if new == old:
             return old  # no-op: no new version, no event (as the API server)
@@ -353,7 +359,7 @@ class CompatEmulator(kmock.KubernetesEmulator):
         self._changed.clear()
 
     # Gap 8: a created CRD serves its resource (and its printer columns, for kubectl tables).
-    def _register_crd(self, crd: Mapping[str, Any]) -> None:
+    def _register_crd(self, crd: dict[str, Any]) -> None:
         spec = crd.get("spec", {})
         names = spec.get("names", {})
         for version in spec.get("versions", []):
@@ -394,7 +400,9 @@ class CompatEmulator(kmock.KubernetesEmulator):
         assert request.resource is not None
         body = request.data
         if "protobuf" in request.headers.get("Content-Type", ""):
-            raise _error(415, "UnsupportedMediaType", "protobuf bodies are not emulated: use kubectl apply -f (JSON)")
+            raise _error(
+                415, "UnsupportedMediaType", "protobuf bodies are not emulated: use kubectl apply -f (JSON)"
+            )
         if not isinstance(body, Mapping):
             raise _error(400, "BadRequest", "the request body must be a JSON object")
         obj = self._store(request.resource, self._namespace(request, body), dict(body))
@@ -414,7 +422,7 @@ class CompatEmulator(kmock.KubernetesEmulator):
                 # Precondition (as the API server): a resourceVersion in the patch must match.
                 expected = patch.get("metadata", {}).get("resourceVersion")
                 if expected is not None and expected != old["metadata"]["resourceVersion"]:
-                    raise _error(409, "Conflict", f'{request.name}: the object has been modified')
+                    raise _error(409, "Conflict", f"{request.name}: the object has been modified")
                 if "strategic-merge-patch" in content_type:
                     patch = _strip_directives(patch)
                 new = dict(kmock_merge_patch(old, patch))
@@ -492,7 +500,7 @@ class CompatEmulator(kmock.KubernetesEmulator):
 
     # Gap 7: watch streams are JSON (kubectl refuses them otherwise). Gap 9: a watch resumes
     # from ?resourceVersion=N with every change after N, instead of replaying all as ADDED.
-    def _serve_watch(self, request: rendering.Request) -> rendering.Payload:
+    def _serve_watch(self, request: rendering.Request) -> rendering.Payload:  # type: ignore[override]
         self._info(request.resource)  # 404 before the stream starts
         return rendering.Response(
             status=200, headers={"Content-Type": "application/json"}, payload=self._watch(request)
@@ -505,10 +513,25 @@ class CompatEmulator(kmock.KubernetesEmulator):
         namespace, name = request.namespace, request.name
         log = self._log[res]
         since = request.params.get("resourceVersion", "")
-        if since in ("", "0"):
+        initial = request.params.get("sendInitialEvents") == "true"
+        if since in ("", "0") or initial:
             for obj in self._selected(request):
                 yield {"type": "ADDED", "object": obj}
             position = len(log)
+            if initial:
+                # kubectl >= 1.34 lists by watching ("WatchList"): it waits for this bookmark
+                info = self.resources[res]
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "apiVersion": _group_version(res),
+                        "kind": info.kind,
+                        "metadata": {
+                            "resourceVersion": str(self._rv),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                }
         else:
             try:
                 position = bisect.bisect_right([rv for rv, _ in log], int(since))
@@ -545,7 +568,9 @@ class CompatEmulator(kmock.KubernetesEmulator):
                 result["groupVersion"] = result["groupVersion"][1:]
             for entry in result.get("resources", []):
                 if "/" in entry["name"]:
-                    entry.update(shortNames=[], categories=[], singularName="", verbs=["get", "patch", "update"])
+                    entry.update(
+                        shortNames=[], categories=[], singularName="", verbs=["get", "patch", "update"]
+                    )
         return result
 
     def _table(self, request: rendering.Request, items: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -712,7 +737,10 @@ class KubeEmulator:
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
             "users": [{"name": "emulator", "user": {"token": "emulator"}}],
             "contexts": [
-                {"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"}}
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"},
+                }
             ],
             "current-context": "emulator",
         }
@@ -779,7 +807,9 @@ class KubeEmulator:
         return [self.apply(doc)["metadata"]["name"] for doc in docs]
 
 
-def _resource_of(handler: CompatEmulator, api_version: str, kind: str) -> tuple[kmock.resource, kmock.ResourceInfo]:
+def _resource_of(
+    handler: CompatEmulator, api_version: str, kind: str
+) -> tuple[kmock.resource, kmock.ResourceInfo]:
     group, _, version = api_version.rpartition("/")
     for res in handler.resources:
         info = handler.resources[res]
