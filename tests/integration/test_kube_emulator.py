@@ -222,6 +222,26 @@ def test_kubectl_get_apply_and_tables(kube: KubeEmulator) -> None:
     assert "mongobackups.mongobackup.io" in kubectl(kube, "get", "crd")
     assert "nightly" in kubectl(kube, "get", "mongo-backup")  # the CRDs' category
 
+    # kubectl describe finds the object's Events by field selectors on involvedObject
+    kube.api(
+        "POST",
+        "/api/v1/namespaces/default/events",
+        {
+            "metadata": {"generateName": "nightly-"},
+            "involvedObject": {
+                "kind": "MongoBackup",
+                "namespace": "default",
+                "name": "nightly",
+                "uid": obj["metadata"]["uid"],
+            },
+            "reason": "Completed",
+            "message": "backup completed: 1.5 MiB in 2s",
+            "type": "Normal",
+        },
+    )
+    described = kubectl(kube, "describe", "mbk", "nightly")
+    assert "Phase:      Completed" in described and "backup completed: 1.5 MiB in 2s" in described
+
     verbs = {(r.verb, r.resource) for r in kube.requests if r.user_agent.startswith("kubectl")}
     assert {("get", "mongobackups"), ("create", "mongobackups"), ("list", "mongobackups")} <= verbs
 
@@ -320,6 +340,8 @@ def test_watch_resumes_from_a_resource_version(kube: KubeEmulator) -> None:
 def test_the_kubernetes_client_reads_the_kubeconfig(kube: KubeEmulator) -> None:
     from kubernetes import client, config
 
+    # loading the CRDs again (here from the models themselves) updates them in place
+    assert kube.load_crds() == ["mongobackups.mongobackup.io", "mongorestores.mongobackup.io"]
     kube.apply(backup("via-client"))
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kube.kubeconfig)))
     listing = api.list_namespaced_custom_object(GROUP, VERSION, "default", "mongobackups")

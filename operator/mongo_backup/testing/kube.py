@@ -147,13 +147,14 @@ def _group_version(res: kmock.resource) -> str:
 
 
 def _matches(obj: Mapping[str, Any], params: Mapping[str, str]) -> bool:
-    """Field selectors on metadata.name/namespace and equality-based label selectors."""
+    """Field selectors (any dotted path: metadata.name, involvedObject.uid for `kubectl
+    describe`'s events) and equality-based label selectors."""
     meta = obj.get("metadata", {})
     for term in filter(None, params.get("fieldSelector", "").split(",")):
         negate = "!=" in term
         key, _, value = term.replace("!=", "=").replace("==", "=").partition("=")
-        actual = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace")}.get(key)
-        if (actual == value) == negate:
+        actual = _json_path(obj, key)
+        if (("" if actual is None else str(actual)) == value) == negate:
             return False
     labels = meta.get("labels") or {}
     for term in filter(None, params.get("labelSelector", "").split(",")):
