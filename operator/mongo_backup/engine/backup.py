@@ -26,8 +26,11 @@ from .taskgroups import first_cause
 
 log = logging.getLogger(__name__)
 
-#: raw batches waiting to be compressed, per collection: the memory bound (batches are <= 16 MiB)
-QUEUE_DEPTH = 3
+#: raw batches waiting to be compressed, per collection; with BATCH_BYTES, the memory bound
+QUEUE_DEPTH = 2
+#: the size asked of each cursor batch (the server's own cap is 16 MiB): small enough to keep
+#: memory flat, large enough that round trips do not show
+BATCH_BYTES = 4 * 1024 * 1024
 #: compressed output is gathered into writes of about this size
 WRITE_CHUNK = 4 * 1024 * 1024
 
@@ -143,7 +146,7 @@ class _Job:
 
         async def read_batches() -> None:
             with mongo_errors(f"reading {self.plan.namespace}"):
-                cursor = collection.find_raw_batches()
+                cursor = collection.find_raw_batches(batch_size=self._batch_documents())
                 async for batch in cursor:
                     await batches.put(batch)
             await batches.put(None)
@@ -182,6 +185,12 @@ class _Job:
                 group.create_task(write_objects())
         assert writer.info is not None
         return StoredObject(name, "data", writer.info.size, sha.hexdigest()), digest
+
+    def _batch_documents(self) -> int:
+        if not self.plan.documents or not self.plan.data_bytes:
+            return 10_000
+        average = max(1, self.plan.data_bytes // self.plan.documents)
+        return max(100, BATCH_BYTES // average)
 
     async def _dump_metadata(self) -> StoredObject:
         indexes: list[dict[str, Any]] = []

@@ -82,9 +82,13 @@ def codec_for_suffix(filename: str) -> Codec:
 
 class _ZstdCompressor(StreamCompressor):
     def __init__(self, level: int) -> None:
-        # Two workers keep pace with a raw BSON stream on a small node; more only adds memory.
-        threads = min(2, os.cpu_count() or 1)
-        self._obj = zstandard.ZstdCompressor(level=level, threads=threads).compressobj()
+        # Two workers keep pace with a raw BSON stream on a small node. 1 MiB jobs instead of
+        # zstd's default (several MiB per worker, buffered twice) keep each compressor's memory
+        # at a few MB instead of ~50 MB, and measured faster on 2 cores.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=min(2, os.cpu_count() or 1), job_size=1 << 20
+        )
+        self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         out: bytes = self._obj.compress(data)

@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = "__mbtmp_"
 #: documents handed to one insert_many, and decoded-but-not-inserted batches per collection
-INSERT_BATCH_BYTES = 8 * 1024 * 1024
-QUEUE_DEPTH = 4
+INSERT_BATCH_BYTES = 4 * 1024 * 1024
+QUEUE_DEPTH = 2
+#: compressed input is decompressed in slices this big, so a highly compressible object never
+#: expands into one huge buffer
+DECODE_SLICE = 256 * 1024
 _NAMESPACE_EXISTS = 48
 
 
@@ -367,15 +370,16 @@ class _Restorer:
             nonlocal stored
             pending: list[bytes] = []
             size = 0
-            async for chunk in self.storage.read(obj.name):
+            async for chunk in self.storage.read(obj.name, chunk_size=DECODE_SLICE * 4):
                 stored += len(chunk)
-                docs = await asyncio.to_thread(decode, chunk)
-                if docs:
-                    pending.append(docs)
-                    size += len(docs)
-                if size >= INSERT_BATCH_BYTES:
-                    await batches.put(b"".join(pending))
-                    pending, size = [], 0
+                for start in range(0, len(chunk), DECODE_SLICE):
+                    docs = await asyncio.to_thread(decode, chunk[start : start + DECODE_SLICE])
+                    if docs:
+                        pending.append(docs)
+                        size += len(docs)
+                    if size >= INSERT_BATCH_BYTES:
+                        await batches.put(b"".join(pending))
+                        pending, size = [], 0
             decompressor.finish()
             framer.finish()
             if pending:

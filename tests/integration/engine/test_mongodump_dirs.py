@@ -1,0 +1,86 @@
+"""Restoring what users bring: plain `mongodump --out` directories, gzipped or not, with or
+without metadata files. The directories are laid out exactly as mongodump writes them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from pymongo import AsyncMongoClient
+
+from mongo_backup.engine import BackupNotFound, RestoreOptions, run_restore, verify_backup
+from mongo_backup.storage import open_storage
+
+from .conftest import raw_documents
+
+Client = AsyncMongoClient[Any]
+
+
+def write_mongodump_dir(root: Path, db: str, docs: list[dict[str, Any]], *, gz: bool, metadata: bool) -> None:
+    folder = root / db
+    folder.mkdir(parents=True)
+    data = b"".join(bson.encode(d) for d in docs)
+    meta = json.dumps(
+        {
+            "options": {},
+            "indexes": [
+                {"v": {"$numberInt": "2"}, "key": {"_id": {"$numberInt": "1"}}, "name": "_id_"},
+                {
+                    "v": {"$numberInt": "2"},
+                    "key": {"sku": {"$numberInt": "1"}},
+                    "name": "sku_1",
+                    "unique": True,
+                },
+            ],
+            "uuid": "4b2ef3b2b6b34c5f9c1e55a4b1d2c3e4",
+            "collectionName": "items",
+            "type": "collection",
+        }
+    ).encode()
+    view_meta = json.dumps(
+        {"options": {"viewOn": "items", "pipeline": [{"$match": {"sku": {"$gt": 5}}}]}, "indexes": [],
+         "collectionName": "big_items", "type": "view"}
+    ).encode()  # fmt: skip
+    suffix = ".gz" if gz else ""
+    pack = gzip.compress if gz else (lambda b: b)
+    (folder / f"items.bson{suffix}").write_bytes(pack(data))
+    if metadata:
+        (folder / f"items.metadata.json{suffix}").write_bytes(pack(meta))
+        (folder / f"big_items.metadata.json{suffix}").write_bytes(pack(view_meta))
+    (root / "oplog.bson").write_bytes(b"")  # written by --oplog; not a collection
+    (root / "prelude.json").write_bytes(b"{}")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("metadata", [True, False])
+async def test_restore_a_mongodump_directory(
+    mongo: Client, tmp_path: Path, dbname: str, gz: bool, metadata: bool
+) -> None:
+    docs = [{"_id": i, "sku": i, "name": f"item {i}"} for i in range(500)]
+    write_mongodump_dir(tmp_path / "dump", dbname, docs, gz=gz, metadata=metadata)
+    result = await run_restore(mongo, open_storage(f"file://{tmp_path}/dump"), RestoreOptions())
+    assert result.backup_checksum is None
+    assert await raw_documents(mongo, f"{dbname}.items") == sorted(bson.encode(d) for d in docs)
+    indexes = [ix["name"] async for ix in await mongo[dbname].items.list_indexes()]
+    if metadata:
+        assert indexes == ["_id_", "sku_1"]
+        assert await mongo[dbname].big_items.count_documents({}) == 494
+    else:
+        assert indexes == ["_id_"]
+    assert result.verified == result.checked == 1
+
+
+async def test_verify_needs_a_manifest(tmp_path: Path, dbname: str) -> None:
+    write_mongodump_dir(tmp_path / "dump", dbname, [{"_id": 1}], gz=False, metadata=True)
+    with pytest.raises(BackupNotFound, match="no manifest.json"):
+        await verify_backup(open_storage(f"file://{tmp_path}/dump"))
+
+
+async def test_an_empty_folder_is_not_a_backup(mongo: Client, tmp_path: Path) -> None:
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(BackupNotFound, match="no backup at"):
+        await run_restore(mongo, open_storage(f"file://{tmp_path}/nothing"), RestoreOptions())
