@@ -82,15 +82,6 @@ def wait_for(check: Callable[[], Any], what: str, seconds: float = 20) -> Any:
         time.sleep(0.05)
 
 
-def get_or_none(kube: KubeEmulator, path: str) -> dict[str, Any] | None:
-    try:
-        return dict(kube.api("GET", path))
-    except RuntimeError as e:
-        if "HTTP 404" in str(e):
-            return None
-        raise
-
-
 @pytest.fixture
 def operator(kube: KubeEmulator) -> Iterator[list[str]]:
     """A tiny Kopf operator, in-process: sets the status on create, posts an Event, and
@@ -182,7 +173,7 @@ def test_kopf_reconciles_a_custom_resource_with_status_events_and_finalizer(
     # run its delete handler and released the finalizer
     kubectl(kube, "delete", "mongobackup", "b1", "--timeout=30s")
     assert operator == ["b1"]
-    assert get_or_none(kube, f"{BACKUPS}/b1") is None
+    assert kube.get(f"{GROUP}/{VERSION}", "mongobackups", "b1") is None
 
 
 def test_kubectl_get_apply_and_tables(kube: KubeEmulator) -> None:
@@ -293,6 +284,10 @@ def test_metadata_generation_and_preconditions(kube: KubeEmulator) -> None:
     assert generated["metadata"]["name"].startswith("nightly-") and len(generated["metadata"]["name"]) == 13
 
     # gap 7: lists carry apiVersion, kind and a resourceVersion
+    assert {o["metadata"]["name"] for o in kube.list_objects(f"{GROUP}/{VERSION}", "mongobackups")} == {
+        "b2",
+        generated["metadata"]["name"],
+    }
     listing = kube.api("GET", BACKUPS)
     assert listing["apiVersion"] == f"{GROUP}/{VERSION}" and listing["kind"] == "MongoBackupList"
     assert {o["metadata"]["name"] for o in listing["items"]} == {"b2", generated["metadata"]["name"]}
@@ -314,7 +309,7 @@ def test_watch_resumes_from_a_resource_version(kube: KubeEmulator) -> None:
     since = kube.api("GET", BACKUPS)["metadata"]["resourceVersion"]
     kube.apply(backup("b"))
     kube.api("PATCH", f"{BACKUPS}/a", {"metadata": {"labels": {"x": "y"}}}, "application/merge-patch+json")
-    kube.api("DELETE", f"{BACKUPS}/b")
+    kube.delete(f"{GROUP}/{VERSION}", "mongobackups", "b")
 
     # gap 9: only what happened after `since`, in order; no replay of "a" as ADDED
     events = read_events(f"{kube.url}{BACKUPS}?watch=true&resourceVersion={since}", 3)

@@ -33,6 +33,7 @@ import datetime
 import importlib.metadata
 import json
 import random
+import shutil
 import string
 import tempfile
 import threading
@@ -85,6 +86,14 @@ class ApiRequest:
     def rbac(self) -> tuple[str, str, str, str | None, str | None]:
         """(verb, group, resource, subresource, namespace): what a Role must allow."""
         return (self.verb, self.group, self.resource, self.subresource, self.namespace)
+
+
+class KubeApiError(RuntimeError):
+    """An error status from the emulator's API (KubeEmulator.api and its helpers)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error(status: int, reason: str, message: str) -> kmock.KubernetesError:
@@ -503,6 +512,9 @@ class CompatEmulator(kmock.KubernetesEmulator):
     # from ?resourceVersion=N with every change after N, instead of replaying all as ADDED.
     def _serve_watch(self, request: rendering.Request) -> rendering.Payload:  # type: ignore[override]
         self._info(request.resource)  # 404 before the stream starts
+        since = request.params.get("resourceVersion", "")
+        if not since.isdigit() and since != "":
+            raise _error(400, "BadRequest", f"resourceVersion {since!r} is not a number")
         return rendering.Response(
             status=200, headers={"Content-Type": "application/json"}, payload=self._watch(request)
         )
@@ -534,10 +546,7 @@ class CompatEmulator(kmock.KubernetesEmulator):
                     },
                 }
         else:
-            try:
-                position = bisect.bisect_right([rv for rv, _ in log], int(since))
-            except ValueError:
-                raise _error(400, "BadRequest", f"resourceVersion {since!r} is not a number") from None
+            position = bisect.bisect_right([rv for rv, _ in log], int(since))
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
@@ -677,8 +686,8 @@ class KubeEmulator:
         return self.handler.api_requests
 
     def start(self) -> KubeEmulator:
-        if self._thread is not None:
-            raise RuntimeError("the Kubernetes API emulator is already started")
+        if self._thread is not None or self._ready.is_set():
+            raise RuntimeError("a KubeEmulator starts once: create a new one")
         self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -697,11 +706,7 @@ class KubeEmulator:
         self._thread = None
         self._url = None
         if self._own_workdir:
-            self.kubeconfig.unlink(missing_ok=True)
-            try:
-                self.workdir.rmdir()
-            except OSError:
-                pass
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> KubeEmulator:
         return self.start()
@@ -760,7 +765,7 @@ class KubeEmulator:
 
     def api(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         """One synchronous HTTP request to the emulator; returns the decoded JSON reply and
-        raises RuntimeError with the API's message on an error status."""
+        raises KubeApiError (with the HTTP status and the API's message) on an error."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", content_type)
@@ -774,19 +779,38 @@ class KubeEmulator:
                 detail = json.loads(detail).get("message", detail)
             except ValueError:
                 pass
-            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {detail}") from None
+            raise KubeApiError(e.code, f"{method} {path}: HTTP {e.code}: {detail}") from None
+
+    def get(
+        self, api_version: str, plural: str, name: str, namespace: str | None = "default"
+    ) -> dict[str, Any] | None:
+        """An object, or None when there is none."""
+        try:
+            return dict(self.api("GET", resource_path(api_version, plural, namespace, name)))
+        except KubeApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list_objects(
+        self, api_version: str, plural: str, namespace: str | None = "default"
+    ) -> list[dict[str, Any]]:
+        return list(self.api("GET", resource_path(api_version, plural, namespace))["items"])
+
+    def delete(self, api_version: str, plural: str, name: str, namespace: str | None = "default") -> None:
+        """Ask for deletion (with finalizers, the object stays until they are removed)."""
+        self.api("DELETE", resource_path(api_version, plural, namespace, name))
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Create an object, or merge-patch it when it exists (`kubectl apply` for tests)."""
         api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
         res, info = self.call(lambda h: _resource_of(h, api_version, kind))
-        prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
         namespace = obj.get("metadata", {}).get("namespace") or ("default" if info.namespaced else None)
-        base = prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{res.plural}"
+        base = resource_path(api_version, str(res.plural), namespace if info.namespaced else None)
         try:
             return dict(self.api("POST", base, dict(obj)))
-        except RuntimeError as e:
-            if "HTTP 409" not in str(e):
+        except KubeApiError as e:
+            if e.status != 409:
                 raise
         name = obj["metadata"]["name"]
         return dict(self.api("PATCH", f"{base}/{name}", dict(obj), "application/merge-patch+json"))
@@ -806,6 +830,26 @@ class KubeEmulator:
         else:
             docs = list(crds)
         return [self.apply(doc)["metadata"]["name"] for doc in docs]
+
+
+def resource_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The API path of a collection or object: `resource_path("mongobackup.io/v1alpha1",
+    "mongobackups", "default", "nightly", "status")`."""
+    path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    if namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
 
 
 def _resource_of(
