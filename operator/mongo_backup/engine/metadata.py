@@ -14,16 +14,18 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from .model import IntegrityError
 
 METADATA_SUFFIX = ".metadata.json"
+#: characters kept as they are in file names (docs/FORMAT.md, section 1); the rest is %XX
+_SAFE = "$ .-_+=@,;~!()[]{}'&^#"
 DATA_SUFFIX = ".bson"
 
 
 def collection_file_stem(db: str, coll: str) -> str:
     """`db/coll` as a path: characters that cannot be in a file name are %-escaped, as
     mongodump does for `/` and `%`; a leading dot (a hidden file) is escaped too."""
-    safe_coll = quote(coll, safe="$ .-_+=@,;~!()[]{}'&^#")
+    safe_coll = quote(coll, safe=_SAFE)
     if safe_coll.startswith("."):
         safe_coll = "%2E" + safe_coll[1:]
-    return f"{quote(db, safe='-_')}/{safe_coll}"
+    return f"{quote(db, safe=_SAFE)}/{safe_coll}"
 
 
 def parse_file_stem(stem: str) -> tuple[str, str]:
