@@ -194,7 +194,12 @@ def test_kubectl_get_apply_and_tables(kube: KubeEmulator) -> None:
     assert header.split() == ["NAME", "PHASE", "SIZE", "DOCUMENTS", "AGE"]
     assert row.split()[:5] == ["nightly", "Completed", "1.5", "MiB", "42"]
 
+    # gap 7: PUT (kubectl replace) is served; the spec change bumps the generation
+    replaced = BACKUP_YAML.format(name="nightly") + "  parallelism: 2\n"
+    assert "replaced" in kubectl(kube, "replace", "--validate=false", "-f", "-", stdin=replaced)
+
     obj = json.loads(kubectl(kube, "get", "mongobackup", "nightly", "-o", "json"))
+    assert obj["spec"]["parallelism"] == 2 and obj["metadata"]["generation"] == 2
     assert obj["spec"]["storage"] == {"filesystem": {"path": "/backups"}}
     assert obj["status"]["phase"] == "Completed"
 
@@ -235,6 +240,7 @@ def test_kubectl_get_apply_and_tables(kube: KubeEmulator) -> None:
 
     verbs = {(r.verb, r.resource) for r in kube.requests if r.user_agent.startswith("kubectl")}
     assert {("get", "mongobackups"), ("create", "mongobackups"), ("list", "mongobackups")} <= verbs
+    assert ("update", "mongobackups") in verbs
 
 
 def test_metadata_generation_and_preconditions(kube: KubeEmulator) -> None:
@@ -293,6 +299,7 @@ def test_metadata_generation_and_preconditions(kube: KubeEmulator) -> None:
     assert {o["metadata"]["name"] for o in listing["items"]} == {"b2", generated["metadata"]["name"]}
     # gap 4: namespaces list; gap 6: core discovery
     assert kube.api("GET", "/api/v1/namespaces")["items"][0]["metadata"]["name"] == "default"
+    assert kube.api("GET", "/api/v1/namespaces/default")["kind"] == "Namespace"
     assert kube.api("GET", "/api/v1")["groupVersion"] == "v1"
     names = {r["name"] for r in kube.api("GET", f"/apis/{GROUP}/{VERSION}")["resources"]}
     assert {"mongobackups", "mongobackups/status", "mongorestores", "mongorestores/status"} <= names
