@@ -23,19 +23,19 @@ _USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^@/]*)@")
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 
 
+def _mask(found: re.Match[str]) -> str:
+    user, colon, _password = found.group(2).partition(":")
+    return f"{found.group(1)}{user}:***@" if colon else found.group(0)
+
+
 def mask_uri(uri: str) -> str:
     """The URI with its password replaced by `***` (the user name stays: it helps debugging)."""
-
-    def _mask(found: re.Match[str]) -> str:
-        user, _, _password = found.group(2).partition(":")
-        return f"{found.group(1)}{user}:***@" if _password or ":" in found.group(2) else found.group(0)
-
     return _USERINFO.sub(_mask, uri)
 
 
 def scrub(text: str, uri: str | None = None) -> str:
     """Remove any credentials the driver may have echoed into an error message."""
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}***@", text)
+    text = _USERINFO.sub(_mask, text)
     if uri:
         password = _password_of(uri)
         if password:

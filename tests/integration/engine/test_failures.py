@@ -88,13 +88,14 @@ def _cli(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+async def _wait_for(predicate: Any) -> None:
+    async with asyncio.timeout(60):
+        while not await predicate():  # noqa: ASYNC110 - polling another process's effects
+            await asyncio.sleep(0.05)
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mongo_backup.cli", *args], capture_output=True, text=True)
 
 
 async def test_restore_killed_midway_leaves_the_target_as_it_was(
@@ -137,20 +138,12 @@ async def test_backup_killed_midway_leaves_no_manifest(
     proc.wait()
     assert not (backup_root / "killed" / "manifest.json").exists()
 
-    listing = subprocess.run(
-        [sys.executable, "-m", "mongo_backup.cli", "ls", str(backup_root)], capture_output=True, text=True
-    )
+    listing = await asyncio.to_thread(_run_cli, "ls", str(backup_root))
     assert "killed" in listing.stdout and "INCOMPLETE" in listing.stdout
-    verify = subprocess.run(
-        [sys.executable, "-m", "mongo_backup.cli", "verify", "--from", url], capture_output=True, text=True
-    )
+    verify = await asyncio.to_thread(_run_cli, "verify", "--from", url)
     assert verify.returncode != 0
     # a new backup under the same name refuses, unless told to replace the partial one
-    again = subprocess.run(
-        [sys.executable, "-m", "mongo_backup.cli", "backup", "--uri", mongo_uri, "--to", url],
-        capture_output=True,
-        text=True,
-    )
+    again = await asyncio.to_thread(_run_cli, "backup", "--uri", mongo_uri, "--to", url)
     assert again.returncode == 1 and "incomplete backup" in again.stderr
     storage = open_storage(url)
     result = await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"], replace_partial=True))

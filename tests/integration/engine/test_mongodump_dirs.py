@@ -76,7 +76,7 @@ async def test_restore_a_mongodump_directory(
 
 async def test_verify_needs_a_manifest(tmp_path: Path, dbname: str) -> None:
     write_mongodump_dir(tmp_path / "dump", dbname, [{"_id": 1}], gz=False, metadata=True)
-    with pytest.raises(BackupNotFound, match="no manifest.json"):
+    with pytest.raises(BackupNotFound, match=r"no manifest\.json"):
         await verify_backup(open_storage(f"file://{tmp_path}/dump"))
 
 
