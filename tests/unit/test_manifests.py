@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,23 +189,28 @@ def test_examples_validate_against_kubernetes_and_the_crds() -> None:
             pytest.fail(f"manifests/examples {obj['kind']}: {e.message} at {list(e.path)}")
 
 
-def test_yaml_in_the_docs_validates_against_the_crds() -> None:
-    """The backup and restore YAML that README.md and docs/ show users is what the CRDs accept."""
-    checked = 0
+def documented_resources() -> Iterator[tuple[str, Obj]]:
+    """Our custom resources in the ```yaml blocks of README.md and docs/*.md."""
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         if not doc.exists():
             continue
         for block in re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL):
-            obj = yaml.safe_load(block)
-            if not isinstance(obj, dict) or not str(obj.get("apiVersion", "")).startswith("mongobackup.io/"):
-                continue
-            api_version, schema = crd_schema(obj["kind"])
-            assert obj["apiVersion"] == api_version, f"{doc.name}: {obj['kind']} apiVersion"
-            try:
-                jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
-            except jsonschema.ValidationError as e:
-                pytest.fail(f"{doc.name} {obj['kind']}: {e.message} at {list(e.path)}")
-            checked += 1
+            for obj in yaml.safe_load_all(block):
+                if isinstance(obj, dict) and str(obj.get("apiVersion", "")).startswith("mongobackup.io/"):
+                    yield doc.name, obj
+
+
+def test_yaml_in_the_docs_validates_against_the_crds() -> None:
+    """The backup and restore YAML that README.md and docs/ show users is what the CRDs accept."""
+    checked = 0
+    for doc, obj in documented_resources():
+        api_version, schema = crd_schema(obj["kind"])
+        assert obj["apiVersion"] == api_version, f"{doc}: {obj['kind']} apiVersion"
+        try:
+            jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
+        except jsonschema.ValidationError as e:
+            pytest.fail(f"{doc} {obj['kind']} {obj['metadata']['name']}: {e.message} at {list(e.path)}")
+        checked += 1
     assert checked >= 2, "no MongoBackup/MongoRestore YAML found in README.md or docs/"
 
 
