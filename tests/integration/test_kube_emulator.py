@@ -82,8 +82,17 @@ def wait_for(check: Callable[[], Any], what: str, seconds: float = 20) -> Any:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def operator(kube: KubeEmulator) -> Iterator[list[str]]:
+# How Kopf is told where to look: everywhere (gap 3: it needs clusterwide=True, not
+# namespaces=None), one namespace, or a pattern (then Kopf watches Namespaces: gap 4).
+SCOPES = {
+    "clusterwide": {"clusterwide": True},
+    "namespace": {"namespaces": ["default"]},
+    "pattern": {"namespaces": ["def*"]},
+}
+
+
+@pytest.fixture(params=list(SCOPES))
+def operator(kube: KubeEmulator, request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
     """A tiny Kopf operator, in-process: sets the status on create, posts an Event, and
     records deletions; it holds its finalizer until the delete handler ran."""
     registry = kopf.OperatorRegistry()
@@ -118,10 +127,10 @@ def operator(kube: KubeEmulator) -> Iterator[list[str]]:
             kopf.operator(
                 registry=registry,
                 settings=settings,
-                clusterwide=True,  # gap 3
                 standalone=True,
                 ready_flag=ready,
                 stop_flag=stop,
+                **SCOPES[request.param],
             ),
         ),
         daemon=True,
@@ -129,15 +138,16 @@ def operator(kube: KubeEmulator) -> Iterator[list[str]]:
     thread.start()
     assert ready.wait(30), "the operator did not start"
     try:
-        yield deleted
+        yield request.param, deleted
     finally:
         stop.set()
         thread.join(30)
 
 
 def test_kopf_reconciles_a_custom_resource_with_status_events_and_finalizer(
-    kube: KubeEmulator, operator: list[str]
+    kube: KubeEmulator, operator: tuple[str, list[str]]
 ) -> None:
+    scope, deleted = operator
     kube.apply(backup("b1"))
 
     done = wait_for(
@@ -166,13 +176,16 @@ def test_kopf_reconciles_a_custom_resource_with_status_events_and_finalizer(
     kopf_requests = {r.rbac for r in kube.requests if r.user_agent.startswith("kopf")}
     assert ("patch", GROUP, "mongobackups", "status", "default") in kopf_requests
     assert ("patch", GROUP, "mongobackups", None, "default") in kopf_requests
-    assert ("watch", GROUP, "mongobackups", None, None) in kopf_requests
+    watched_namespace = None if scope == "clusterwide" else "default"
+    assert ("watch", GROUP, "mongobackups", None, watched_namespace) in kopf_requests
+    if scope == "pattern":
+        assert ("watch", "", "namespaces", None, None) in kopf_requests
     assert ("create", "", "events", None, "default") in kopf_requests
 
     # kubectl delete waits (a watch from the list's resourceVersion, gap 9) until Kopf has
     # run its delete handler and released the finalizer
     kubectl(kube, "delete", "mongobackup", "b1", "--timeout=30s")
-    assert operator == ["b1"]
+    assert deleted == ["b1"]
     assert kube.get(f"{GROUP}/{VERSION}", "mongobackups", "b1") is None
 
 
