@@ -125,13 +125,14 @@ async def test_restore_killed_midway_leaves_the_target_as_it_was(
 async def test_backup_killed_midway_leaves_no_manifest(
     mongo: Client, mongo_uri: str, backup_root: Path, dbname: str
 ) -> None:
-    await mongo[dbname].orders.insert_many([{"i": i, "pad": os.urandom(200)} for i in range(60_000)])
+    for coll in ("orders", "invoices"):  # one is finished and the other in flight when the kill comes
+        await mongo[dbname][coll].insert_many([{"i": i, "pad": os.urandom(200)} for i in range(40_000)])
     url = f"file://{backup_root}/killed"
     proc = _cli("backup", "--uri", mongo_uri, "--to", url, "--ns-include", f"{dbname}.*", "--parallel", "1")
 
     async def data_started() -> bool:
         folder = backup_root / "killed" / dbname
-        return folder.exists() and any(p.stat().st_size > 0 for p in folder.iterdir())
+        return folder.exists() and any(p.name.endswith(".metadata.json") for p in folder.iterdir())
 
     await _wait_for(data_started)
     proc.send_signal(signal.SIGKILL)
@@ -147,7 +148,7 @@ async def test_backup_killed_midway_leaves_no_manifest(
     assert again.returncode == 1 and "incomplete backup" in again.stderr
     storage = open_storage(url)
     result = await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"], replace_partial=True))
-    assert result.documents == 60_000
+    assert result.documents == 80_000
     assert (await verify_backup(storage)).ok
 
 
