@@ -34,7 +34,13 @@ async def operate(
 ) -> None:
     """Run the operator until `stop_flag` is set (or a signal arrives)."""
     memo: Any = kopf.Memo(runtime=runtime)
+    settings = kopf.OperatorSettings()
+    if namespaces:
+        # Watching named namespaces needs no listing of all namespaces (nor of CRDs): this
+        # keeps a namespaced install's cluster-level permissions to Kopf's peering alone.
+        settings.scanning.disabled = True
     await kopf.operator(
+        settings=settings,
         clusterwide=not namespaces,
         namespaces=list(namespaces or ()),
         standalone=standalone,

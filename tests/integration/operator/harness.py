@@ -37,10 +37,12 @@ class OperatorThread:
         *,
         standalone: bool = True,
         priority: int | None = None,
+        namespaces: list[str] | None = None,
     ) -> None:
         self.runtime = Runtime(settings=settings, server=server)
         self.standalone = standalone
         self.priority = priority
+        self.namespaces = namespaces
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,7 +51,7 @@ class OperatorThread:
     def start(self) -> OperatorThread:
         self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self._thread.start()
-        if not self._ready.wait(30):
+        if not self._ready.wait(30) or self.error is not None:
             raise RuntimeError(f"the operator did not start: {self.error!r}")
         return self
 
@@ -58,6 +60,7 @@ class OperatorThread:
             asyncio.run(
                 operate(
                     self.runtime,
+                    namespaces=self.namespaces,
                     standalone=self.standalone,
                     priority=self.priority,
                     ready_flag=self._ready,
@@ -148,7 +151,7 @@ def wait_for(
     plural: str,
     name: str,
     check: Callable[[dict[str, Any]], bool],
-    timeout: float = 60,
+    timeout: float = 20,
     what: str = "",
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout

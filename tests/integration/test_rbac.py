@@ -1,0 +1,171 @@
+"""Least privilege, proven: every API request the operator makes during its flows (the
+emulator records them all) must be granted by the ClusterRoles of manifests/rbac.yaml, and
+every granted (group, resource, verb) must have been used by some flow.
+
+Two operators run: a cluster-wide one, and a namespaced one (namespaces=[default]), each with
+Kopf peering switched on, so the peering rules are exercised too. A namespaced install binds
+`mongo-backup-operator` per watched namespace only, so the namespaced operator's cluster-level
+requests must be covered by `mongo-backup-operator-cluster` alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pymongo import MongoClient
+
+from mongo_backup.handlers.settings import PEERING_NAME
+from mongo_backup.testing.kube import ApiRequest, KubeEmulator
+from tests.integration.operator.harness import (
+    OperatorThread,
+    backup_object,
+    gone,
+    phase_is,
+    restore_object,
+    secret,
+    wait_for,
+    waiting_with,
+)
+
+RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
+TESTING_AGENT = "mongo-backup-testing"
+Grant = tuple[str, str, str]  # (group, resource[/subresource], verb)
+
+
+def cluster_roles() -> dict[str, list[dict[str, Any]]]:
+    docs = [d for d in yaml.safe_load_all(RBAC.read_text(encoding="utf-8")) if d]
+    return {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+
+
+def grants(rules: Iterable[dict[str, Any]]) -> set[Grant]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+def needed(request: ApiRequest) -> Grant:
+    resource = request.resource + (f"/{request.subresource}" if request.subresource else "")
+    return (request.group, resource, request.verb)
+
+
+def peering_crd(plural: str, kind: str, scope: str) -> dict[str, Any]:
+    """Kopf's peering CRD (as in Kopf's docs), schema-less status."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": scope,
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def peered_kube() -> Iterator[KubeEmulator]:
+    with KubeEmulator() as kube:
+        kube.load_crds()
+        kube.load_crds([peering_crd("clusterkopfpeerings", "ClusterKopfPeering", "Cluster")])
+        kube.load_crds([peering_crd("kopfpeerings", "KopfPeering", "Namespaced")])
+        kube.apply(
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING_NAME}}
+        )
+        kube.apply(
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {"name": PEERING_NAME, "namespace": "default"},
+            }
+        )
+        yield kube
+
+
+def operator_requests(kube: KubeEmulator) -> list[ApiRequest]:
+    return [r for r in kube.requests if r.user_agent != TESTING_AGENT]
+
+
+def run_flows(kube: KubeEmulator, mongo_uri: str, dbname: str, path: Path) -> None:
+    """What an operator does in a day: wait for a Secret, back up, restore, delete a backup."""
+    kube.apply(
+        backup_object("daily", str(path), [f"{dbname}.*"], secret_name="late", deletionPolicy="Delete")
+    )
+    wait_for(kube, "mongobackups", "daily", waiting_with("SecretNotFound"))
+    secret(kube, "late", {"uri": mongo_uri})
+    secret(kube, "mongo", {"uri": mongo_uri})
+    assert (
+        wait_for(kube, "mongobackups", "daily", phase_is("Completed", "Failed"))["status"]["phase"]
+        == "Completed"
+    )
+    kube.apply(restore_object("back", "daily", [{"from": f"{dbname}.*", "to": f"{dbname}_r.*"}]))
+    assert (
+        wait_for(kube, "mongorestores", "back", phase_is("Completed", "Failed"))["status"]["phase"]
+        == "Completed"
+    )
+    kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/daily")
+    gone(kube, "mongobackups", "daily")
+
+
+def test_operator_requests_match_the_cluster_roles_exactly(
+    peered_kube: KubeEmulator, mongo_uri: str, dbname: str, tmp_path: Path
+) -> None:
+    kube = peered_kube
+    client: MongoClient[Any] = MongoClient(mongo_uri)
+    try:
+        for db in (dbname, dbname + "n"):
+            client[db]["items"].insert_many([{"n": i} for i in range(100)])
+    finally:
+        client.close()
+
+    with OperatorThread(kube.url, standalone=False, priority=100):
+        run_flows(kube, mongo_uri, dbname, tmp_path / "clusterwide")
+    clusterwide = operator_requests(kube)
+    kube.requests.clear()
+    with OperatorThread(kube.url, standalone=False, priority=100, namespaces=["default"]):
+        kube.api("DELETE", "/api/v1/namespaces/default/secrets/late")
+        kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongorestores/back")
+        run_flows(kube, mongo_uri, dbname + "n", tmp_path / "namespaced")
+    namespaced = operator_requests(kube)
+
+    roles = cluster_roles()
+    granted = grants(rule for rules in roles.values() for rule in rules)
+    cluster_level = grants(roles["mongo-backup-operator-cluster"])
+
+    ungranted = sorted({needed(r) for r in clusterwide + namespaced} - granted)
+    assert not ungranted, f"requests the ClusterRoles do not grant (group, resource, verb): {ungranted}"
+    outside = sorted({needed(r) for r in namespaced if r.namespace is None} - cluster_level)
+    assert not outside, f"cluster-level requests of a namespaced operator not in the -cluster role: {outside}"
+    unused = sorted(granted - {needed(r) for r in clusterwide + namespaced})
+    assert not unused, f"granted but never used by the operator (remove them): {unused}"
+
+
+def test_secrets_are_read_one_by_one_never_listed(
+    peered_kube: KubeEmulator, mongo_uri: str, dbname: str, tmp_path: Path
+) -> None:
+    kube = peered_kube
+    secret(kube, "mongo", {"uri": mongo_uri})
+    kube.apply(backup_object("one", str(tmp_path), ["nothing_here.*"]))
+    with OperatorThread(kube.url):
+        wait_for(kube, "mongobackups", "one", phase_is("Completed", "Failed"))
+    reads = [r for r in operator_requests(kube) if r.resource == "secrets"]
+    assert reads and all(r.verb == "get" and r.name for r in reads)
