@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,18 +30,18 @@ async def operate(
     standalone: bool | None = None,
     priority: int | None = None,
     liveness_endpoint: str | None = None,
-    ready_flag: asyncio.Event | None = None,
-    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     """Run the operator until `stop_flag` is set (or a signal arrives)."""
     memo: Any = kopf.Memo(runtime=runtime)
-    settings = kopf.OperatorSettings()
+    kopf_settings = kopf.OperatorSettings()
     if namespaces:
         # Watching named namespaces needs no listing of all namespaces (nor of CRDs): this
         # keeps a namespaced install's cluster-level permissions to Kopf's peering alone.
-        settings.scanning.disabled = True
+        kopf_settings.scanning.disabled = True
     await kopf.operator(
-        settings=settings,
+        settings=kopf_settings,
         clusterwide=not namespaces,
         namespaces=list(namespaces or ()),
         standalone=standalone,

@@ -3,14 +3,12 @@ the operator tests share (Secrets, objects, waiting for a phase)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mongo_backup.handlers import Runtime, operate
+from mongo_backup.handlers import background as handlers
 from mongo_backup.runner import RunnerSettings
 from mongo_backup.testing.kube import KubeEmulator
 
@@ -27,61 +25,11 @@ FAST = RunnerSettings(
 )
 
 
-class OperatorThread:
-    """The operator in a thread with its own event loop (the emulator has another one)."""
+class OperatorThread(handlers.OperatorThread):
+    """The operator in its own thread, with the tests' short timings by default."""
 
-    def __init__(
-        self,
-        server: str,
-        settings: RunnerSettings = FAST,
-        *,
-        standalone: bool = True,
-        priority: int | None = None,
-        namespaces: list[str] | None = None,
-    ) -> None:
-        self.runtime = Runtime(settings=settings, server=server)
-        self.standalone = standalone
-        self.priority = priority
-        self.namespaces = namespaces
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def start(self) -> OperatorThread:
-        self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30) or self.error is not None:
-            raise RuntimeError(f"the operator did not start: {self.error!r}")
-        return self
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(
-                operate(
-                    self.runtime,
-                    namespaces=self.namespaces,
-                    standalone=self.standalone,
-                    priority=self.priority,
-                    ready_flag=self._ready,
-                    stop_flag=self._stop,
-                )
-            )
-        except BaseException as exc:
-            self.error = exc
-            self._ready.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(60)
-            self._thread = None
-
-    def __enter__(self) -> OperatorThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __init__(self, server: str, settings: RunnerSettings = FAST, **options: Any) -> None:
+        super().__init__(server, settings, **options)
 
 
 def secret(kube: KubeEmulator, name: str, data: Mapping[str, str], namespace: str = NAMESPACE) -> None:

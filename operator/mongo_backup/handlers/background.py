@@ -1,0 +1,67 @@
+"""The operator in a thread of its own, with its own event loop: how the tests and the demo
+run it next to the Kubernetes API emulator (which has its own thread and loop too)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+from ..runner import RunnerSettings
+from .main import operate
+from .runtime import Runtime
+
+
+class OperatorThread:
+    def __init__(
+        self,
+        server: str,
+        settings: RunnerSettings,
+        *,
+        standalone: bool = True,
+        priority: int | None = None,
+        namespaces: Sequence[str] | None = None,
+    ) -> None:
+        self.runtime = Runtime(settings=settings, server=server)
+        self.standalone = standalone
+        self.priority = priority
+        self.namespaces = list(namespaces) if namespaces else None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 30) -> OperatorThread:
+        self._thread = threading.Thread(target=self._run, name="operator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self.error is not None:
+            raise RuntimeError(f"the operator did not start: {self.error!r}")
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(
+                operate(
+                    self.runtime,
+                    namespaces=self.namespaces,
+                    standalone=self.standalone,
+                    priority=self.priority,
+                    ready_flag=self._ready,
+                    stop_flag=self._stop,
+                )
+            )
+        except BaseException as exc:  # reported by start(); a thread has no one else to tell
+            self.error = exc
+            self._ready.set()
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> OperatorThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
