@@ -35,6 +35,7 @@ check: test lint
 crds: $(STAMP)
 	$(BIN)/mongo-backup crds --out crds/
 	cp crds/*.yaml helm/mongo-backup-operator/crds/
+	cp crds/*.yaml manifests/crds/
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e -m e2e -v
