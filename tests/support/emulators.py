@@ -109,14 +109,16 @@ def _fake_gcs_binary() -> str:
 
 
 @contextlib.contextmanager
-def gcs_emulator(workdir: Path) -> Iterator[Emulator]:
+def gcs_emulator(workdir: Path, backend: str = "filesystem") -> Iterator[Emulator]:
+    """fake-gcs-server; `backend="memory"` keeps objects in its RAM (its filesystem backend
+    rewrites a resumable upload's whole partial file at every chunk: quadratic for big objects)."""
     port = free_port()
     data = workdir / "gcs-data"
     data.mkdir(parents=True, exist_ok=True)
     cmd = [
         _fake_gcs_binary(),
         "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-        "-backend", "filesystem", "-filesystem-root", str(data),
+        "-backend", backend, "-filesystem-root", str(data),
         "-external-url", f"http://127.0.0.1:{port}", "-log-level", "warn",
     ]  # fmt: skip
     with _run("fake-gcs-server", cmd, port, workdir, "/storage/v1/b") as emu:

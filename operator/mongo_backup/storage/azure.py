@@ -49,7 +49,8 @@ from .location import (
 from .retry import PartTasks, error_for_status, is_network_error, prefetch, retry_call, safe_detail
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
-READ_RANGE = 8 * 1024 * 1024
+#: smallest ranged GET when reading; a caller asking for bigger chunks gets one range per chunk
+READ_RANGE = 1024 * 1024
 
 
 def translate(exc: BaseException, what: str) -> StorageError:
@@ -239,6 +240,7 @@ class AzureStorage(Storage):
         props = await self._properties(name)
         size = int(props.size)
         blob = self.container.get_blob_client(self.key(name))
+        # One range per yielded chunk: no re-slicing copies (ranges at least READ_RANGE)
         step = max(chunk_size, READ_RANGE)
         what = f"download of {self.url}/{name}"
 

@@ -44,11 +44,13 @@ from .base import (
 from .location import GCS_SERVICE_ACCOUNT_JSON, StorageSettings
 from .retry import error_for_status, is_network_error, prefetch, retry_async, retry_call, safe_detail
 
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
+#: bigger chunks mean fewer round trips; memory holds two (one travelling, one filling)
+DEFAULT_PART_SIZE = 32 * 1024 * 1024
 #: resumable chunks must be multiples of 256 KiB (except the last)
 CHUNK_QUANTUM = 256 * 1024
 #: one ranged GET per this many bytes when reading
-READ_RANGE = 8 * 1024 * 1024
+#: smallest ranged GET when reading; a caller asking for bigger chunks gets one range per chunk
+READ_RANGE = 1024 * 1024
 
 
 def translate(exc: BaseException, what: str) -> StorageError:
@@ -108,7 +110,10 @@ class GcsWriter(ObjectWriter):
         self._key = storage.key(name)
         self._overwrite = overwrite
         self._what = f"upload of {storage.url}/{name}"
+        # The chunk being filled: the first grows as data comes (small objects stay small);
+        # later ones are allocated whole, so memory is two chunks (one travelling) and no more.
         self._buffer = bytearray()
+        self._fill = 0
         self._chunk = storage.part_size
         self._session: str | None = None
         self._offset = 0  # bytes the server has accepted
@@ -122,14 +127,23 @@ class GcsWriter(ObjectWriter):
             return
         self._crc = google_crc32c.extend(self._crc, data)
         self._size += len(data)
-        self._buffer += data
-        while len(self._buffer) >= self._chunk + CHUNK_QUANTUM:
-            # Keep at least a little data back, so that the last chunk is never empty.
-            chunk = bytes(memoryview(self._buffer)[: self._chunk])
-            del self._buffer[: self._chunk]
-            await self._send_soon(chunk, final=False)
+        view = memoryview(data)
+        while view.nbytes:
+            if self._fill == self._chunk:
+                # A full chunk goes only once more data follows: the last chunk is never empty.
+                full, self._buffer, self._fill = self._buffer, bytearray(), 0
+                await self._send_soon(full, final=False)
+                self._buffer = bytearray(self._chunk)
+            n = min(view.nbytes, self._chunk - self._fill)
+            end = self._fill + n
+            if end > len(self._buffer):
+                self._buffer += view[:n]
+            else:
+                self._buffer[self._fill : end] = view[:n]
+            self._fill = end
+            view = view[n:]
 
-    async def _send_soon(self, chunk: bytes, final: bool) -> None:
+    async def _send_soon(self, chunk: bytes | bytearray | memoryview, final: bool) -> None:
         """Send `chunk` after the one in flight: one chunk travels while the next one fills."""
         if self._sending is not None:
             sending, self._sending = self._sending, None
@@ -163,7 +177,7 @@ class GcsWriter(ObjectWriter):
         except ObjectNotFound as exc:
             raise StorageError(f"{self._what} failed: bucket {storage.bucket_name!r} does not exist") from exc
 
-    async def _send_chunk(self, chunk: bytes, final: bool) -> None:
+    async def _send_chunk(self, chunk: bytes | bytearray | memoryview, final: bool) -> None:
         start = self._offset
         end = start + len(chunk)
         total = str(end) if final else "*"
@@ -209,12 +223,12 @@ class GcsWriter(ObjectWriter):
 
     async def commit(self) -> ObjectInfo:
         if self._session is None:
-            result = await self._upload_small(bytes(self._buffer))
+            result = await self._upload_small(bytes(memoryview(self._buffer)[: self._fill]))
         else:
-            await self._send_soon(bytes(self._buffer), final=True)
+            await self._send_soon(memoryview(self._buffer)[: self._fill], final=True)
             assert self._result is not None
             result = self._result
-        self._buffer = bytearray()
+        self._buffer, self._fill = bytearray(), 0
         self._check(result)
         return _info(self.name, result)
 
@@ -301,6 +315,10 @@ class GcsStorage(Storage):
         )
         self.timeout = (settings.retry.connect_timeout, settings.retry.read_timeout)
         self.client, self.endpoint = _make_client(settings)
+        if getattr(self.client, "_bucket_metadata_cache", None) is not None:
+            # The SDK fetches bucket metadata in background threads, only for tracing spans:
+            # it needs storage.buckets.get, which a least-privilege backup account lacks.
+            self.client._bucket_metadata_cache = None
         self.bucket = self.client.bucket(bucket)
         # Chunks go straight to the resumable session URL, which authorises them by itself.
         self.http = requests.Session()
@@ -340,6 +358,7 @@ class GcsStorage(Storage):
         # Every range comes from the same generation: a concurrent overwrite cannot mix objects.
         blob = self.bucket.blob(key, generation=int(props["generation"]))
         what = f"download of {self.url}/{name}"
+        # One range per yielded chunk: no re-slicing copies (ranges at least READ_RANGE)
         step = max(chunk_size, READ_RANGE)
 
         async def ranges() -> AsyncIterator[bytes]:

@@ -98,6 +98,7 @@ async def test_200mb_streamed_write_and_read_back_keep_memory_flat(store: Storag
             size += len(chunk)
     assert size == total
     assert received.hexdigest() == sent.hexdigest()
+    print(f"RSS growth: write {write_rss.growth_mb:.0f} MB, read {read_rss.growth_mb:.0f} MB")
     # Streaming must not hold the object: the bound is far below its 200 MB.
     assert write_rss.growth_mb < 100, f"writing 200 MB grew RSS by {write_rss.growth_mb:.0f} MB"
     assert read_rss.growth_mb < 100, f"reading 200 MB grew RSS by {read_rss.growth_mb:.0f} MB"
