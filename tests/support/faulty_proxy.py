@@ -35,6 +35,8 @@ class Fault:
     count: int
     method: str | None = None
     path_contains: str | None = None
+    #: forward the request, but cut the answer's body after this many bytes
+    cut_after: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -84,23 +86,36 @@ class FaultyProxy:
         with self._lock:
             self._faults.append(Fault(None, count, method, path_contains))
 
+    def cut(self, count: int = 1, after: int = 1024 * 1024, *, method: str | None = None) -> None:
+        """Forward the next `count` matching requests but close the connection after `after`
+        bytes of the answer's body, as a connection lost mid-download."""
+        with self._lock:
+            self._faults.append(Fault(None, count, method, None, cut_after=after))
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
 
     def injected(self) -> int:
-        return sum(
-            1 for _, _, result in self.seen if result == "dropped" or result in (429, 500, 502, 503, 504)
-        )
+        return sum(1 for _, _, result in self.seen if result in ("dropped", "cut", 429, 500, 502, 503, 504))
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.count != 0 and fault.matches(method, path):
-                    if fault.count > 0:
+                    # A cut is counted when it happens (a short answer is not cut).
+                    if fault.count > 0 and fault.cut_after is None:
                         fault.count -= 1
                     return fault
         return None
+
+    def _consume(self, fault: Fault) -> bool:
+        with self._lock:
+            if fault.count == 0:
+                return False
+            if fault.count > 0:
+                fault.count -= 1
+            return True
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -128,7 +143,7 @@ class FaultyProxy:
             def _handle(self) -> None:
                 body = self._read_body()
                 fault = proxy._take_fault(self.command, self.path)
-                if fault is not None and fault.status is None:
+                if fault is not None and fault.status is None and fault.cut_after is None:
                     proxy.seen.append((self.command, self.path, "dropped"))
                     # An abrupt close (RST), as a crashed load balancer would.
                     self.connection.setsockopt(
@@ -158,7 +173,13 @@ class FaultyProxy:
                     data = response.read()
                 finally:
                     upstream.close()
-                proxy.seen.append((self.command, self.path, response.status))
+                cut = (
+                    fault is not None
+                    and fault.cut_after is not None
+                    and len(data) > fault.cut_after
+                    and proxy._consume(fault)
+                )
+                proxy.seen.append((self.command, self.path, "cut" if cut else response.status))
                 self.send_response_only(response.status, response.reason)
                 for key, value in response.getheaders():
                     # A HEAD answer's Content-Length is the object's size: pass it through.
@@ -170,6 +191,12 @@ class FaultyProxy:
                 if self.command != "HEAD":
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if cut and fault is not None and fault.cut_after is not None:
+                    self.wfile.write(data[: fault.cut_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if self.command != "HEAD":
                     self.wfile.write(data)
 

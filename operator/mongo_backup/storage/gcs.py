@@ -18,8 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
-from collections.abc import AsyncIterator
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +46,9 @@ from .base import (
     TransientStorageError,
 )
 from .location import GCS_SERVICE_ACCOUNT_JSON, StorageSettings
-from .retry import error_for_status, is_network_error, prefetch, retry_async, retry_call, safe_detail
+from .retry import error_for_status, is_network_error, retry_async, retry_call, safe_detail
+
+log = logging.getLogger(__name__)
 
 #: bigger chunks mean fewer round trips; memory holds two (one travelling, one filling)
 DEFAULT_PART_SIZE = 32 * 1024 * 1024
@@ -289,6 +295,66 @@ class GcsWriter(ObjectWriter):
                 pass
 
 
+class _PipeClosed(Exception):
+    """The reader went away: stop the download."""
+
+
+class ChunkPipe:
+    """A write-only file for the SDK's streaming download: gathers the body into chunks and
+    hands them to the event loop through a small queue, so the download runs at most two
+    chunks ahead of the reader (bounded memory), and stops when the reader closes."""
+
+    def __init__(self, chunk_size: int, depth: int = 2) -> None:
+        self._chunk_size = chunk_size
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._buffer = bytearray()
+        self._closed = threading.Event()
+
+    def write(self, data: bytes) -> int:
+        if self._closed.is_set():
+            raise _PipeClosed()
+        self._buffer += data
+        if len(self._buffer) >= self._chunk_size:
+            self._put(bytes(self._buffer))
+            self._buffer = bytearray()
+        return len(data)
+
+    def _put(self, item: bytes) -> None:
+        while True:
+            if self._closed.is_set():
+                raise _PipeClosed()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def run(self, download: Callable[[], None]) -> None:
+        """In a worker thread: run the download, pass on what remains, then the end mark."""
+        try:
+            download()
+            if self._buffer:
+                self._put(bytes(self._buffer))
+                self._buffer = bytearray()
+        finally:
+            # Bytes received before a failure are still delivered: the resume starts after them.
+            if self._buffer and not self._closed.is_set():
+                try:
+                    self._put(bytes(self._buffer))
+                except _PipeClosed:
+                    pass
+            try:
+                self._queue.put(None, timeout=5)
+            except queue.Full:
+                pass
+
+    def get(self) -> bytes | None:
+        return self._queue.get()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 def _error_reason(response: requests.Response) -> str:
     try:
         message = str(response.json()["error"]["message"])
@@ -355,37 +421,67 @@ class GcsStorage(Storage):
         if props is None:
             raise ObjectNotFound(f"{self.url}/{name} does not exist")
         size = int(props.get("size", 0))
-        # Every range comes from the same generation: a concurrent overwrite cannot mix objects.
+        # Pinned to one generation: a resumed download cannot mix two versions of the object.
         blob = self.bucket.blob(key, generation=int(props["generation"]))
         what = f"download of {self.url}/{name}"
-        # One range per yielded chunk: no re-slicing copies (ranges at least READ_RANGE)
-        step = max(chunk_size, READ_RANGE)
-
-        async def ranges() -> AsyncIterator[bytes]:
-            for start in range(0, size, step):
-                end = min(size, start + step) - 1
-
-                def get(start: int = start, end: int = end) -> bytes:
-                    return bytes(
-                        blob.download_as_bytes(
-                            start=start, end=end, raw_download=True, checksum=None,
-                            timeout=self.timeout, retry=None,
-                        )
-                    )  # fmt: skip
-
-                try:
-                    yield await retry_call(self.settings.retry, what, translate, get)
-                except ObjectNotFound as exc:
-                    raise ObjectNotFound(f"{self.url}/{name} disappeared while being read") from exc
-
         crc = 0
-        async for data in prefetch(ranges()):
+        async for data in self._stream(blob, size, max(chunk_size, READ_RANGE), what):
             crc = google_crc32c.extend(crc, data)
-            for i in range(0, len(data), chunk_size):
-                yield data[i : i + chunk_size] if len(data) > chunk_size else data
+            yield data
         expected = props.get("crc32c")
         if expected is not None and crc32c_b64(crc) != expected:
             raise StorageError(f"{what}: crc32c {crc32c_b64(crc)} does not match the stored {expected}")
+
+    async def _stream(self, blob: Any, size: int, chunk_size: int, what: str) -> AsyncIterator[bytes]:
+        """One streaming GET, as the SDK's own download does; after a transient failure a new
+        GET resumes at the first byte not yet delivered, under the retry policy."""
+        policy = self.settings.retry
+        offset = 0
+        failures = 0
+        delays = policy.delays()
+        first_failure = 0.0
+        while offset < size:
+            pipe = ChunkPipe(chunk_size)
+            start = offset
+
+            def download(pipe: ChunkPipe = pipe, start: int = start) -> None:
+                blob.download_to_file(
+                    pipe, start=start, end=size - 1, raw_download=True, checksum=None,
+                    timeout=self.timeout, retry=None,
+                )  # fmt: skip
+
+            task = asyncio.ensure_future(asyncio.to_thread(pipe.run, download))
+            try:
+                while (data := await asyncio.to_thread(pipe.get)) is not None:
+                    offset += len(data)
+                    yield data
+                await task
+                if offset < size:
+                    raise TransientStorageError(f"{what}: the stream ended at byte {offset} of {size}")
+            except Exception as exc:
+                error = translate(exc, what)
+                if isinstance(error, ObjectNotFound):
+                    raise ObjectNotFound(f"{what}: the object disappeared while being read") from exc
+                if not isinstance(error, TransientStorageError):
+                    raise error from exc
+                now = time.monotonic()
+                if offset > start or failures == 0:
+                    # Progress since the last failure: a fresh budget for this one.
+                    failures, delays, first_failure = 0, policy.delays(), now
+                failures += 1
+                delay = next(delays)
+                if now - first_failure + delay > policy.total_timeout:
+                    raise TransientStorageError(
+                        f"{what} failed {failures} times in {now - first_failure:.1f}s, giving up: {error}"
+                    ) from exc
+                log.warning("%s failed at byte %d, resuming in %.2fs: %s", what, offset, delay, error)
+                await asyncio.sleep(delay)
+            finally:
+                pipe.close()
+                if not task.done():
+                    await asyncio.wait([task])
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: handled above or superseded
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         key_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix

@@ -321,6 +321,23 @@ async def test_dropped_connections_are_retried(backend: Backend, prefix: str) ->
         assert proxy.injected() == 2
 
 
+async def test_download_cut_mid_stream_resumes_and_delivers_every_byte_once(
+    backend: Backend, prefix: str
+) -> None:
+    need_network(backend)
+    data = pattern(6 * MiB + 3)
+    await (store := backend.open(prefix)).write_bytes("c.bson", data)
+    await store.close()
+    with FaultyProxy(backend.endpoint) as proxy:  # type: ignore[arg-type]
+        storage = backend.open_via(proxy.endpoint, prefix)
+        try:
+            proxy.cut(2, after=1_500_000, method="GET")
+            assert await storage.read_bytes("c.bson") == data
+        finally:
+            await storage.close()
+        assert proxy.injected() == 2, proxy.seen
+
+
 async def test_persistent_errors_end_as_transient_error_after_bounded_retries(
     backend: Backend, prefix: str
 ) -> None:
