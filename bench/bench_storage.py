@@ -136,15 +136,21 @@ def make_file(path: Path, size: int) -> None:
 
 
 def our_storage(backend: str, endpoint: str) -> Storage:
+    # BENCH_PART_MB: our part/chunk size (default: each backend's own)
+    part = int(os.environ.get("BENCH_PART_MB", "0")) * MiB or None
+    settings_common: dict[str, Any] = {"part_size": part}
     if backend == "gcs":
-        return open_storage(f"gs://{BUCKET}", StorageSettings(gcs_endpoint=endpoint))
+        return open_storage(f"gs://{BUCKET}", StorageSettings(gcs_endpoint=endpoint, **settings_common))
     if backend == "s3":
         creds = {AWS_ACCESS_KEY_ID: "bench", AWS_SECRET_ACCESS_KEY: "bench"}
-        return open_storage(f"s3://{BUCKET}", StorageSettings(s3_endpoint=endpoint, credentials=creds))
+        return open_storage(
+            f"s3://{BUCKET}", StorageSettings(s3_endpoint=endpoint, credentials=creds, **settings_common)
+        )
     if backend == "azure":
         conn = azure_connection_string(endpoint)
         return open_storage(
-            f"azure://{BUCKET}", StorageSettings(credentials={AZURE_STORAGE_CONNECTION_STRING: conn})
+            f"azure://{BUCKET}",
+            StorageSettings(credentials={AZURE_STORAGE_CONNECTION_STRING: conn}, **settings_common),
         )
     return open_storage(f"file://{endpoint}")
 
@@ -283,10 +289,15 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the stream (default 1024)")
     parser.add_argument("--backends", default="gcs,s3,azure,file", help="comma-separated (default: all)")
     parser.add_argument("--workdir", type=Path, default=None, help="emulator data and source file (temp dir)")
+    parser.add_argument(
+        "--part-mb", type=int, default=0, help="our part/chunk size in MiB (default: each backend's default)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = args.size_mb * MiB
+    if args.part_mb:
+        os.environ["BENCH_PART_MB"] = str(args.part_mb)  # children inherit it
     if args.child:
         backend, endpoint, what, who = args.child.split(",")
         print(json.dumps(run_phase(backend, endpoint, what, who, args.source, size)))
