@@ -11,12 +11,14 @@ from .base import (
     TransientStorageError,
 )
 from .location import StorageLocation, StorageSettings, open_storage
+from .retry import RetryPolicy
 
 __all__ = [
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectWriter",
+    "RetryPolicy",
     "Storage",
     "StorageAccessDenied",
     "StorageError",

@@ -155,6 +155,14 @@ class AzureWriter(ObjectWriter):
         await self._tasks.add(self._storage.call(f"{self._what} (block {number})", stage))
 
     async def commit(self) -> ObjectInfo:
+        try:
+            return await self._commit()
+        except BaseException:
+            # The context manager aborts only on errors in its body: a failed commit cleans up here.
+            await self.abort()
+            raise
+
+    async def _commit(self) -> ObjectInfo:
         data, self._buffer = bytes(self._buffer), bytearray()
         conditions: dict[str, Any] = {} if self._overwrite else {"match_condition": MatchConditions.IfMissing}
         if not self._blocks:

@@ -228,6 +228,14 @@ class GcsWriter(ObjectWriter):
         return self._session
 
     async def commit(self) -> ObjectInfo:
+        try:
+            return await self._commit()
+        except BaseException:
+            # The context manager aborts only on errors in its body: a failed commit cleans up here.
+            await self.abort()
+            raise
+
+    async def _commit(self) -> ObjectInfo:
         if self._session is None:
             result = await self._upload_small(bytes(memoryview(self._buffer)[: self._fill]))
         else:
@@ -235,7 +243,18 @@ class GcsWriter(ObjectWriter):
             assert self._result is not None
             result = self._result
         self._buffer, self._fill = bytearray(), 0
-        self._check(result)
+        try:
+            self._check(result)
+        except StorageError:
+            # Never leave a corrupt object behind: remove exactly the generation we wrote.
+            blob = self._storage.bucket.blob(self._key)
+            await asyncio.to_thread(
+                blob.delete,
+                if_generation_match=int(result["generation"]),
+                timeout=self._storage.timeout,
+                retry=None,
+            )
+            raise
         return _info(self.name, result)
 
     async def _upload_small(self, data: bytes) -> dict[str, Any]:

@@ -15,9 +15,9 @@ Without them each backend uses the environment's ambient credentials:
   tokens are never sent over plain HTTP).
 - S3: boto3's default chain (env vars, IRSA web identity, instance roles, profiles); endpoint from
   `s3_endpoint`, else `AWS_ENDPOINT_URL`.
-- Azure: `AZURE_STORAGE_CONNECTION_STRING` from the environment, else
-  `DefaultAzureCredential` (workload identity, managed identity) against `azure_account_url`
-  (default `https://<container's account>.blob.core.windows.net` cannot be guessed: it is required).
+- Azure: `DefaultAzureCredential` (workload identity, managed identity, az login) against
+  `azure_account_url` (`https://ACCOUNT.blob.core.windows.net`: the URL names only the container,
+  so the account URL is required), else `AZURE_STORAGE_CONNECTION_STRING` from the environment.
 """
 
 from __future__ import annotations

@@ -188,6 +188,14 @@ class S3Writer(ObjectWriter):
         await storage.call(f"{self._what} (part {number})", upload)
 
     async def commit(self) -> ObjectInfo:
+        try:
+            return await self._commit()
+        except BaseException:
+            # The context manager aborts only on errors in its body: a failed commit cleans up here.
+            await self.abort()
+            raise
+
+    async def _commit(self) -> ObjectInfo:
         storage = self._storage
         data, self._buffer = bytes(self._buffer), bytearray()
         if self._upload_id is None:
@@ -215,11 +223,7 @@ class S3Writer(ObjectWriter):
                     **conditions,
                 )
 
-            try:
-                await storage.call(self._what, complete)
-            except BaseException:
-                await self.abort()
-                raise
+            await storage.call(self._what, complete)
             self._upload_id = None
         info = await storage.stat(self.name)
         if info.size != self._size:

@@ -338,6 +338,23 @@ async def test_download_cut_mid_stream_resumes_and_delivers_every_byte_once(
         assert proxy.injected() == 2, proxy.seen
 
 
+async def test_part_upload_refused_for_good_leaves_nothing_behind(backend: Backend, prefix: str) -> None:
+    need_network(backend)
+    with FaultyProxy(backend.endpoint) as proxy:  # type: ignore[arg-type]
+        storage = backend.open_via(proxy.endpoint, prefix, part_size=SMALL_PART)
+        try:
+            proxy.fail(-1, 403, path_contains=backend.part_request)
+            with pytest.raises(StorageAccessDenied, match="conformance"):
+                async with storage.open_write("db/c.bson") as writer:
+                    for i in range(4):
+                        await writer.write(pattern(SMALL_PART, seed=i))
+            proxy.clear()
+            assert await names(storage) == []
+        finally:
+            await storage.close()
+    assert backend.leftovers(prefix) == []
+
+
 async def test_persistent_errors_end_as_transient_error_after_bounded_retries(
     backend: Backend, prefix: str
 ) -> None:
