@@ -46,7 +46,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.name = PEERING_NAME
     if not settings.peering.priority:
         settings.peering.priority = random.randint(1, 2**15)
-    # Kopf's own exit/cancel waits; runs are cancelled promptly and resumed by the next process.
+    # A stopped run cleans up (partial objects, temporary collections) before it exits: wait
+    # for that, or Kopf looks again only after the cancellation timeout (deletion held longer).
+    settings.background.instant_exit_timeout = 10.0
     settings.background.cancellation_polling = 5
     runtime_of(memo).start()
 

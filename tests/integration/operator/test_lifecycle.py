@@ -1,0 +1,64 @@
+"""Runs and the object's life: a bounded number of runs at once (the others wait in Pending,
+condition Queued), and a deletion in the middle of a run stops it and leaves no objects."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from mongo_backup.testing.kube import KubeEmulator
+from tests.integration.operator.harness import (
+    FAST,
+    OperatorThread,
+    backup_object,
+    gone,
+    phase_is,
+    wait_for,
+    waiting_with,
+)
+
+
+@pytest.fixture(scope="module")
+def slow_db(mongo_uri: str) -> str:
+    """Enough documents that a backup with parallelism 1 takes a good second here."""
+    name = "slow_" + uuid.uuid4().hex[:8]
+    client: MongoClient[Any] = MongoClient(mongo_uri)
+    try:
+        for coll in ("a", "b", "c"):
+            client[name][coll].insert_many([{"n": i, "p": "z" * 300} for i in range(6_000)])
+    finally:
+        client.close()
+    return name  # left in place: the session's server is thrown away, and dropping it is slow
+
+
+def test_runs_beyond_the_limit_wait_queued(
+    kube: KubeEmulator, mongo_secret: str, slow_db: str, tmp_path: Path
+) -> None:
+    one_at_a_time = dataclasses.replace(FAST, max_concurrent_runs=1)
+    with OperatorThread(kube.url, one_at_a_time):
+        kube.apply(backup_object("first", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
+        wait_for(kube, "mongobackups", "first", phase_is("Running"), what="first Running")
+        kube.apply(backup_object("second", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
+        queued = wait_for(kube, "mongobackups", "second", waiting_with("Queued"))
+        assert queued["status"]["phase"] == "Pending"
+        for name in ("first", "second"):
+            done = wait_for(kube, "mongobackups", name, phase_is("Completed", "Failed"), timeout=60)
+            assert done["status"]["phase"] == "Completed", done["status"]
+
+
+def test_deleting_a_running_backup_stops_it_and_leaves_nothing(
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, slow_db: str, tmp_path: Path
+) -> None:
+    kube.apply(backup_object("short-lived", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
+    running = wait_for(kube, "mongobackups", "short-lived", phase_is("Running"), what="Running")
+    # while it runs, the finalizer keeps the object until the run has stopped
+    assert "mongobackup.io/finalizer" in running["metadata"].get("finalizers", [])
+    kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/short-lived")
+    gone(kube, "mongobackups", "short-lived")
+    folder = tmp_path / "short-lived"
+    assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
