@@ -43,6 +43,18 @@ def test_runs_beyond_the_limit_wait_queued(
     with OperatorThread(kube.url, one_at_a_time):
         kube.apply(backup_object("first", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
         wait_for(kube, "mongobackups", "first", phase_is("Running"), what="first Running")
+        # progress reaches the status while the run goes on (throttled patches)
+        running = wait_for(
+            kube,
+            "mongobackups",
+            "first",
+            lambda o: 0 < ((o["status"].get("progress") or {}).get("documentsDone") or 0) < 18_000,
+            what="progress while Running",
+        )
+        progress = running["status"]["progress"]
+        assert running["status"]["phase"] == "Running"
+        assert progress["documentsTotal"] == 18_000 and 0 <= progress["percent"] < 100
+        assert progress["rate"].endswith("/s")
         kube.apply(backup_object("second", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
         queued = wait_for(kube, "mongobackups", "second", waiting_with("Queued"))
         assert queued["status"]["phase"] == "Pending"

@@ -60,6 +60,13 @@ def test_backup_interrupted_by_an_operator_restart_completes_on_the_next_one(
     started = [e["message"] for e in events_of(kube, "slow") if e["reason"] == "Started"]
     assert any("lost attempt" in m for m in started), started
 
+    # A Completed object is never run again, whatever restarts follow.
+    with OperatorThread(kube.url):
+        time.sleep(1.5)
+    again = get(kube, "mongobackups", "slow")
+    assert again is not None and again["status"] == status
+    assert len([e for e in events_of(kube, "slow") if e["reason"] == "Started"]) == len(started)
+
 
 def test_restore_interrupted_by_an_operator_restart_resumes_with_the_collections_left(
     kube: KubeEmulator, mongo_secret: str, sync_mongo: MongoClient[Any], dbname: str, tmp_path: Path
