@@ -17,9 +17,11 @@ from .runtime import Runtime
 
 
 def configure_logging(log_format: str) -> None:
+    """One handler on the root logger: every line JSON when asked (log collectors parse them)."""
+    logging.getLogger().handlers.clear()
     kopf.configure(log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
-    # the drivers' own debug chatter is not the operator's business
-    for name in ("pymongo", "kubernetes", "urllib3", "azure", "google", "botocore"):
+    # the drivers' chatter and the health probe's access log are not the operator's business
+    for name in ("pymongo", "kubernetes", "urllib3", "azure", "google", "botocore", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,0 +1,68 @@
+"""`mongo-backup run` as the Deployment starts it: a process of its own that finds the API
+server in its kubeconfig (in a pod: the service account), logs JSON, serves a health endpoint,
+backs up, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+
+from mongo_backup.testing.kube import KubeEmulator
+from tests.integration.operator.harness import backup_object, phase_is, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def test_run_command_reconciles_with_json_logs(
+    kube: KubeEmulator, mongo_secret: str, sync_mongo: MongoClient[Any], dbname: str, tmp_path: Path
+) -> None:
+    sync_mongo[dbname]["c"].insert_many([{"n": i} for i in range(30)])
+    health = f"http://127.0.0.1:{free_port()}/healthz"
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "MONGO_BACKUP_NAMESPACES": "default"}
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mongo_backup.cli", "run", "--log-format", "json", "--liveness", health],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not healthy(health):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no health endpoint: " + log.read_text()
+            time.sleep(0.1)
+        kube.apply(backup_object("by-cli", str(tmp_path / "store"), [f"{dbname}.*"]))
+        done = wait_for(kube, "mongobackups", "by-cli", phase_is("Completed", "Failed"))
+        assert done["status"]["phase"] == "Completed", done["status"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is JSON
+    assert records and all("message" in r for r in records)
+    assert any(r.get("object", {}).get("name") == "by-cli" for r in records)
