@@ -18,7 +18,7 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from ..storage import Storage
 from .catalog import Catalog, SourceCollection, load_catalog
-from .digest import BsonFramer, ContentDigest, split_documents
+from .digest import BsonFramer, ContentDigest
 from .metadata import parse_metadata
 from .model import (
     CollectionProgress,
@@ -357,40 +357,42 @@ class _Restorer:
         sha = hashlib.sha256()
         decompressor = obj.codec.decompressor(where)
         framer = BsonFramer(where)
-        batches: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
+        # each item: the documents of one insert_many, and their BSON bytes
+        batches: asyncio.Queue[tuple[list[RawBSONDocument], int] | None] = asyncio.Queue(QUEUE_DEPTH)
         stored = 0
 
-        def decode(chunk: bytes) -> bytes:
+        def decode(chunk: bytes) -> tuple[list[RawBSONDocument], int]:
+            # in a worker thread; the digest's walk over the documents also cuts them apart
             sha.update(chunk)
-            docs = framer.feed(decompressor.decompress(chunk))
-            digest.update_batch(docs, where)
-            return docs
+            whole = framer.feed(decompressor.decompress(chunk))
+            docs: list[bytes] = []
+            digest.documents_of(whole, where, docs)
+            return [RawBSONDocument(d) for d in docs], len(whole)
 
         async def read_object() -> None:
             nonlocal stored
-            pending: list[bytes] = []
+            pending: list[RawBSONDocument] = []
             size = 0
             async for chunk in self.storage.read(obj.name, chunk_size=DECODE_SLICE * 4):
                 stored += len(chunk)
                 for start in range(0, len(chunk), DECODE_SLICE):
-                    docs = await asyncio.to_thread(decode, chunk[start : start + DECODE_SLICE])
-                    if docs:
-                        pending.append(docs)
-                        size += len(docs)
+                    docs, docs_size = await asyncio.to_thread(decode, chunk[start : start + DECODE_SLICE])
+                    pending += docs
+                    size += docs_size
                     if size >= INSERT_BATCH_BYTES:
-                        await batches.put(b"".join(pending))
+                        await batches.put((pending, size))
                         pending, size = [], 0
             decompressor.finish()
             framer.finish()
             if pending:
-                await batches.put(b"".join(pending))
+                await batches.put((pending, size))
             self._check_object(target, obj.name, stored, sha.hexdigest(), digest)
             for _ in range(self.options.insert_workers):
                 await batches.put(None)
 
         async def insert_batches() -> None:
             while (batch := await batches.get()) is not None:
-                docs = [RawBSONDocument(d) for d in split_documents(batch)]
+                docs, size = batch
                 with mongo_errors(f"writing {target.namespace}"):
                     try:
                         await collection.insert_many(docs, ordered=False, bypass_document_validation=True)
@@ -400,7 +402,7 @@ class _Restorer:
                             f"restoring {target.namespace}: {len(exc.details.get('writeErrors', []))} documents "
                             f"were refused, first: {first.get('errmsg', exc)}"
                         ) from None
-                await self.tracker.advance(entry, len(docs), len(batch))
+                await self.tracker.advance(entry, len(docs), size)
 
         async with asyncio.TaskGroup() as group:
             group.create_task(read_object())
