@@ -22,7 +22,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -46,7 +45,7 @@ from .base import (
     TransientStorageError,
 )
 from .location import GCS_SERVICE_ACCOUNT_JSON, StorageSettings
-from .retry import error_for_status, is_network_error, retry_async, retry_call, safe_detail
+from .retry import error_for_status, is_network_error, resumable_stream, retry_async, retry_call, safe_detail
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +327,7 @@ class ChunkPipe:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._buffer = bytearray()
         self._closed = threading.Event()
+        self._error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
         if self._closed.is_set():
@@ -349,12 +349,14 @@ class ChunkPipe:
                 continue
 
     def run(self, download: Callable[[], None]) -> None:
-        """In a worker thread: run the download, pass on what remains, then the end mark."""
+        """In its own thread: run the download, pass on what remains, then the end mark."""
         try:
             download()
             if self._buffer:
                 self._put(bytes(self._buffer))
                 self._buffer = bytearray()
+        except BaseException as exc:
+            self._error = exc
         finally:
             # Bytes received before a failure are still delivered: the resume starts after them.
             if self._buffer and not self._closed.is_set():
@@ -367,8 +369,14 @@ class ChunkPipe:
             except queue.Full:
                 pass
 
-    def get(self) -> bytes | None:
-        return self._queue.get()
+    def read(self) -> bytes:
+        """The next chunk, b"" at the end; the download's error once its data is delivered."""
+        item = self._queue.get()
+        if item is None:
+            if self._error is not None and not isinstance(self._error, _PipeClosed):
+                raise self._error
+            return b""
+        return item
 
     def close(self) -> None:
         self._closed.set()
@@ -451,56 +459,22 @@ class GcsStorage(Storage):
         if expected is not None and crc32c_b64(crc) != expected:
             raise StorageError(f"{what}: crc32c {crc32c_b64(crc)} does not match the stored {expected}")
 
-    async def _stream(self, blob: Any, size: int, chunk_size: int, what: str) -> AsyncIterator[bytes]:
-        """One streaming GET, as the SDK's own download does; after a transient failure a new
-        GET resumes at the first byte not yet delivered, under the retry policy."""
-        policy = self.settings.retry
-        offset = 0
-        failures = 0
-        delays = policy.delays()
-        first_failure = 0.0
-        while offset < size:
-            pipe = ChunkPipe(chunk_size)
-            start = offset
+    def _stream(self, blob: Any, size: int, chunk_size: int, what: str) -> AsyncIterator[bytes]:
+        """One streaming GET, as the SDK's own download does, resumed after a failure."""
 
-            def download(pipe: ChunkPipe = pipe, start: int = start) -> None:
+        def open_at(offset: int) -> ChunkPipe:
+            pipe = ChunkPipe(chunk_size)
+
+            def download() -> None:
                 blob.download_to_file(
-                    pipe, start=start, end=size - 1, raw_download=True, checksum=None,
+                    pipe, start=offset, end=size - 1, raw_download=True, checksum=None,
                     timeout=self.timeout, retry=None,
                 )  # fmt: skip
 
-            task = asyncio.ensure_future(asyncio.to_thread(pipe.run, download))
-            try:
-                while (data := await asyncio.to_thread(pipe.get)) is not None:
-                    offset += len(data)
-                    yield data
-                await task
-                if offset < size:
-                    raise TransientStorageError(f"{what}: the stream ended at byte {offset} of {size}")
-            except Exception as exc:
-                error = translate(exc, what)
-                if isinstance(error, ObjectNotFound):
-                    raise ObjectNotFound(f"{what}: the object disappeared while being read") from exc
-                if not isinstance(error, TransientStorageError):
-                    raise error from exc
-                now = time.monotonic()
-                if offset > start or failures == 0:
-                    # Progress since the last failure: a fresh budget for this one.
-                    failures, delays, first_failure = 0, policy.delays(), now
-                failures += 1
-                delay = next(delays)
-                if now - first_failure + delay > policy.total_timeout:
-                    raise TransientStorageError(
-                        f"{what} failed {failures} times in {now - first_failure:.1f}s, giving up: {error}"
-                    ) from exc
-                log.warning("%s failed at byte %d, resuming in %.2fs: %s", what, offset, delay, error)
-                await asyncio.sleep(delay)
-            finally:
-                pipe.close()
-                if not task.done():
-                    await asyncio.wait([task])
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: handled above or superseded
+            threading.Thread(target=pipe.run, args=(download,), name="gcs-download", daemon=True).start()
+            return pipe
+
+        return resumable_stream(self.settings.retry, what, translate, size, open_at)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         key_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .base import (
     ObjectExists,
@@ -219,8 +219,77 @@ def is_network_error(exc: BaseException) -> bool:
             "ServiceRequestError",
             "ServiceResponseError",
             "IncompleteRead",
+            "IncompleteReadError",
+            "ResponseStreamingError",
             "RemoteDisconnected",
         ):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+class ChunkReader(Protocol):
+    """One GET's body, read chunk by chunk from a worker thread."""
+
+    def read(self) -> bytes:
+        """The next chunk; b"" at the end of this GET's body."""
+        ...
+
+    def close(self) -> None: ...
+
+
+async def resumable_stream(
+    policy: RetryPolicy,
+    what: str,
+    translate: Translate,
+    size: int,
+    open_at: Callable[[int], ChunkReader],
+) -> AsyncIterator[bytes]:
+    """The bytes of an object of `size` bytes as one streaming GET (`open_at(0)`, blocking,
+    run in a thread); after a transient failure, a new GET resumes at the first byte not yet
+    delivered (`open_at(offset)`). One chunk is read ahead while the caller works. The retry
+    budget restarts whenever data came through since the last failure."""
+    offset = 0
+    failures = 0
+    first_failure = 0.0
+    delays = policy.delays()
+    while offset < size:
+        start = offset
+        reader: ChunkReader | None = None
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            reader = await asyncio.to_thread(open_at, offset)
+            pending = asyncio.ensure_future(asyncio.to_thread(reader.read))
+            while True:
+                data = await pending
+                pending = None
+                if not data:
+                    break
+                pending = asyncio.ensure_future(asyncio.to_thread(reader.read))
+                offset += len(data)
+                yield data
+            if offset < size:
+                raise TransientStorageError(f"{what}: the body ended at byte {offset} of {size}")
+        except Exception as exc:
+            error = translate(exc, what)
+            if not isinstance(error, TransientStorageError):
+                raise error from exc
+            now = time.monotonic()
+            if offset > start or failures == 0:
+                failures, delays, first_failure = 0, policy.delays(), now
+            failures += 1
+            delay = next(delays)
+            if now - first_failure + delay > policy.total_timeout:
+                raise TransientStorageError(
+                    f"{what} failed {failures} times in {now - first_failure:.1f}s, giving up: {error}"
+                ) from exc
+            log.warning("%s failed at byte %d, resuming in %.2fs: %s", what, offset, delay, error)
+            await asyncio.sleep(delay)
+        finally:
+            if reader is not None:
+                reader.close()
+            if pending is not None:
+                # Let the read in flight finish (closing the body ends it) before moving on.
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()
