@@ -26,7 +26,7 @@ async def run(
 ) -> None:
     runtime = runtime_of(memo)
     assert runtime.kube is not None and runtime.slots is not None
-    link = ResourceLink(runtime.kube, PLURAL, body)
+    link = ResourceLink(runtime.kube, PLURAL, body, logger)
     status = dict(body.get("status") or {})
     try:
         spec = parse_spec(MongoBackupSpec, body)
@@ -50,7 +50,7 @@ async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, log
     A failed attempt's objects were already removed by the engine."""
     runtime = runtime_of(memo)
     assert runtime.kube is not None
-    link = ResourceLink(runtime.kube, PLURAL, body)
+    link = ResourceLink(runtime.kube, PLURAL, body, logger)
     status = body.get("status") or {}
     checksum = status.get("checksum")
     if status.get("phase") != "Completed" or not checksum:

@@ -26,11 +26,13 @@ class KubeApi:
 
     @classmethod
     def from_environment(cls) -> KubeApi:
+        """As Kopf logs in: the pod's service account, else the kubeconfig ($KUBECONFIG)."""
         configuration = kubernetes.client.Configuration()
+        config: Any = kubernetes.config  # its loaders carry no type hints
         try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
         return cls(configuration)
 
     @classmethod

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +15,10 @@ from .kube import KubeApi
 
 
 class ResourceLink:
-    def __init__(self, kube: KubeApi, plural: str, body: kopf.Body) -> None:
+    def __init__(self, kube: KubeApi, plural: str, body: kopf.Body, logger: Any = None) -> None:
         self.kube = kube
+        #: Kopf's logger bound to the object (its JSON records name the object)
+        self.logger = logger
         self.plural = plural
         self.body = body
         self.namespace = str(body.metadata.namespace)
@@ -26,6 +29,8 @@ class ResourceLink:
 
     def post_event(self, type: EventType, reason: str, message: str) -> None:
         kopf.event(self.body, type=type, reason=reason, message=message[:1024])
+        if self.logger is not None:  # the same story in the operator's log
+            self.logger.log(logging.WARNING if type == "Warning" else logging.INFO, "%s: %s", reason, message)
 
     async def read_secret(self, name: str) -> dict[str, str]:
         data = await self.kube.read_secret(self.namespace, name)

@@ -28,7 +28,7 @@ async def run(
 ) -> None:
     runtime = runtime_of(memo)
     assert runtime.kube is not None and runtime.slots is not None
-    link = ResourceLink(runtime.kube, PLURAL, body)
+    link = ResourceLink(runtime.kube, PLURAL, body, logger)
     status = dict(body.get("status") or {})
     try:
         spec = parse_spec(MongoRestoreSpec, body)

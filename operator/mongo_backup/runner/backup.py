@@ -15,7 +15,7 @@ from .failures import Failure
 from .lifecycle import Outcome
 from .progress import ProgressReporter, progress_status
 from .settings import RunnerSettings
-from .units import human_bytes, human_duration
+from .units import count, human_bytes, human_duration
 
 
 class BackupJob:
@@ -90,8 +90,9 @@ def backup_outcome(result: BackupResult, stored_bytes: int, reporter: ProgressRe
     if reporter.latest is not None:
         status["progress"] = progress_status(reporter.latest)
     message = (
-        f"backup completed: {size} stored, {result.documents} documents in "
-        f"{len(result.collections)} collections, took {human_duration(result.duration)}, at {result.location}"
+        f"backup completed: {size} stored, {count(result.documents, 'document')} in "
+        f"{count(len(result.collections), 'collection')}, took {human_duration(result.duration)}, "
+        f"at {result.location}"
     )
     return Outcome(status=status, event_message=message)
 
@@ -119,7 +120,8 @@ async def _adopt_complete(storage: Storage) -> Outcome | None:
         "startedAt": manifest.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     message = (
-        f"backup completed before the operator restarted: {size} stored, {manifest.documents} documents "
+        "backup completed before the operator restarted: "
+        f"{size} stored, {count(manifest.documents, 'document')} "
         f"at {storage.url}"
     )
     return Outcome(status=status, event_message=message)

@@ -17,7 +17,7 @@ from .failures import Failure
 from .lifecycle import Outcome, Waiting
 from .progress import ProgressReporter, progress_status
 from .settings import RunnerSettings
-from .units import human_bytes, human_duration
+from .units import count, human_bytes, human_duration
 
 RESTORED_FIELD = "restoredCollections"
 
@@ -168,7 +168,8 @@ class RestoreJob:
             message = f"{result.verified} of {result.checked} collections match the backup (count and digest)"
             conditions.append(("Verified", "True", "Verified", message))
         message = (
-            f"restore completed: {documents} documents in {len(result.collections)} collections from "
+            f"restore completed: {count(documents, 'document')} in "
+            f"{count(len(result.collections), 'collection')} from "
             f"{self._backup_label}, took {human_duration(result.duration)}"
         )
         if self.spec.verify and not result.mismatches:

@@ -30,3 +30,8 @@ def human_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+def count(number: int, noun: str) -> str:
+    """`1 collection`, `3 collections`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
