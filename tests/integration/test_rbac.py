@@ -17,12 +17,12 @@ import pytest
 import yaml
 from pymongo import MongoClient
 
-from mongo_backup.handlers.settings import PEERING_NAME
 from mongo_backup.testing.kube import ApiRequest, KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,
     gone,
+    install_peering,
     phase_is,
     restore_object,
     secret,
@@ -55,49 +55,11 @@ def needed(request: ApiRequest) -> Grant:
     return (request.group, resource, request.verb)
 
 
-def peering_crd(plural: str, kind: str, scope: str) -> dict[str, Any]:
-    """Kopf's peering CRD (as in Kopf's docs), schema-less status."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
-        "spec": {
-            "group": "kopf.dev",
-            "scope": scope,
-            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 @pytest.fixture
 def peered_kube() -> Iterator[KubeEmulator]:
     with KubeEmulator() as kube:
         kube.load_crds()
-        kube.load_crds([peering_crd("clusterkopfpeerings", "ClusterKopfPeering", "Cluster")])
-        kube.load_crds([peering_crd("kopfpeerings", "KopfPeering", "Namespaced")])
-        kube.apply(
-            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING_NAME}}
-        )
-        kube.apply(
-            {
-                "apiVersion": "kopf.dev/v1",
-                "kind": "KopfPeering",
-                "metadata": {"name": PEERING_NAME, "namespace": "default"},
-            }
-        )
+        install_peering(kube)
         yield kube
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mongo_backup.handlers import background as handlers
+from mongo_backup.handlers.settings import PEERING_NAME
 from mongo_backup.runner import RunnerSettings
 from mongo_backup.testing.kube import KubeEmulator
 
@@ -143,3 +144,47 @@ def gone(kube: KubeEmulator, plural: str, name: str, timeout: float = 30) -> Non
 def events_of(kube: KubeEmulator, name: str) -> list[dict[str, Any]]:
     events = kube.api("GET", f"/api/v1/namespaces/{NAMESPACE}/events")["items"]
     return [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def peering_crd(plural: str, kind: str, scope: str) -> dict[str, Any]:
+    """Kopf's peering CRD (as in Kopf's docs), schema-less status."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": scope,
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def install_peering(kube: KubeEmulator) -> None:
+    """Kopf's peering CRDs and the peering objects the operator uses (what a cluster with
+    more than one replica needs), cluster-wide and in `default`."""
+    kube.load_crds([peering_crd("clusterkopfpeerings", "ClusterKopfPeering", "Cluster")])
+    kube.load_crds([peering_crd("kopfpeerings", "KopfPeering", "Namespaced")])
+    kube.apply(
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING_NAME}}
+    )
+    kube.apply(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": PEERING_NAME, "namespace": NAMESPACE},
+        }
+    )
