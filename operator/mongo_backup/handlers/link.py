@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import kubernetes
 
 from ..api import MONGO_BACKUP
 from ..runner import EventType, SecretUnavailable
@@ -33,7 +34,16 @@ class ResourceLink:
             self.logger.log(logging.WARNING if type == "Warning" else logging.INFO, "%s: %s", reason, message)
 
     async def read_secret(self, name: str) -> dict[str, str]:
-        data = await self.kube.read_secret(self.namespace, name)
+        try:
+            data = await self.kube.read_secret(self.namespace, name)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 403:
+                raise
+            raise SecretUnavailable(
+                "SecretForbidden",
+                f"the operator may not read Secret {self.namespace}/{name}: is the namespace watched "
+                "and bound to its role?",
+            ) from None
         if data is None:
             raise SecretUnavailable("SecretNotFound", f"Secret {self.namespace}/{name} does not exist")
         return data

@@ -15,7 +15,9 @@ EventType = Literal["Normal", "Warning"]
 class SecretUnavailable(Exception):
     """A referenced Secret or one of its keys is missing: the run waits until it appears."""
 
-    def __init__(self, reason: Literal["SecretNotFound", "SecretKeyNotFound"], message: str) -> None:
+    def __init__(
+        self, reason: Literal["SecretNotFound", "SecretKeyNotFound", "SecretForbidden"], message: str
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
