@@ -116,3 +116,47 @@ def test_delete_policy_delete_removes_the_stored_backup(
     gone(kube, "mongobackups", "kept")
     assert not (tmp_path / "doomed").exists() or not any((tmp_path / "doomed").rglob("*"))
     assert (tmp_path / "kept" / "manifest.json").is_file()
+
+
+def test_restore_from_a_storage_source_and_a_name_clash(
+    kube: KubeEmulator,
+    operator: OperatorThread,
+    mongo_secret: str,
+    sync_mongo: MongoClient[Any],
+    dbname: str,
+    tmp_path: Path,
+) -> None:
+    counts = seed(sync_mongo, dbname)
+    kube.apply(backup_object("made-elsewhere", str(tmp_path), [f"{dbname}.*"]))
+    first = wait_for(kube, "mongobackups", "made-elsewhere", phase_is("Completed", "Failed"))
+    assert first["status"]["phase"] == "Completed"
+
+    # A backup found in storage (e.g. made by another cluster): no MongoBackup needed.
+    body = restore_object("from-storage", "unused", [{"from": f"{dbname}.*", "to": f"{dbname}_src.*"}])
+    del body["spec"]["backupRef"]
+    body["spec"]["source"] = {
+        "storage": {"filesystem": {"path": str(tmp_path)}},
+        "backupName": "made-elsewhere",
+    }
+    kube.apply(body)
+    restored = wait_for(kube, "mongorestores", "from-storage", phase_is("Completed", "Failed"))
+    status = restored["status"]
+    assert status["phase"] == "Completed", status
+    assert status["backup"] == f"file://{tmp_path}/made-elsewhere"
+    assert status["checksum"] == first["status"]["checksum"]
+    assert status["storedBytes"] == first["status"]["storedBytes"]
+    assert status["documents"] == sum(counts.values())
+
+    # Deleted with Retain and created again under the same name: the stored backup is not
+    # overwritten, the new object fails and says why.
+    kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/made-elsewhere")
+    gone(kube, "mongobackups", "made-elsewhere")
+    kube.apply(backup_object("made-elsewhere", str(tmp_path), [f"{dbname}.*"]))
+    again = wait_for(kube, "mongobackups", "made-elsewhere", phase_is("Completed", "Failed"))
+    assert again["status"]["phase"] == "Failed"
+    assert condition(again, "Failed")["reason"] == "BackupExists"  # type: ignore[index]
+    assert (tmp_path / "made-elsewhere" / "manifest.json").read_bytes()
+    assert (
+        hashlib.sha256((tmp_path / "made-elsewhere" / "manifest.json").read_bytes()).hexdigest()
+        == (first["status"]["checksum"])
+    )
