@@ -58,7 +58,7 @@ async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, log
     try:
         spec = parse_spec(MongoBackupSpec, body)
         job = BackupJob(link, spec, runtime.settings)
-        await job.prepare()
+        await job.prepare_storage()
         storage = job.open_storage()
         try:
             raw = await storage.read_bytes(MANIFEST_NAME)

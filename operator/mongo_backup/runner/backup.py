@@ -31,6 +31,10 @@ class BackupJob:
 
     async def prepare(self) -> None:
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
+        await self.prepare_storage()
+
+    async def prepare_storage(self) -> None:
+        """Only what reaching the stored backup needs (deleting it needs no MongoDB)."""
         self._storage_settings = await sources.storage_settings(self.link, self.spec.storage)
 
     def open_storage(self) -> Storage:

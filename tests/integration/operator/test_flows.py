@@ -110,6 +110,9 @@ def test_delete_policy_delete_removes_the_stored_backup(
     kept = wait_for(kube, "mongobackups", "kept", lambda o: not o["metadata"].get("finalizers"))
     assert not kept["metadata"].get("finalizers")
 
+    # `kubectl delete -f` of a folder may remove the MongoDB Secret first: deleting the stored
+    # backup needs only the storage, not MongoDB.
+    kube.api("DELETE", "/api/v1/namespaces/default/secrets/mongo")
     kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/doomed")
     kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/kept")
     gone(kube, "mongobackups", "doomed")
