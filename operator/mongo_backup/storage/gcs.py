@@ -325,18 +325,25 @@ class ChunkPipe:
     def __init__(self, chunk_size: int, depth: int = 2) -> None:
         self._chunk_size = chunk_size
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._buffer = bytearray()
+        # Pieces as the HTTP stack hands them over, joined once per chunk (a single copy).
+        self._pieces: list[bytes] = []
+        self._pending = 0
         self._closed = threading.Event()
         self._error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
         if self._closed.is_set():
             raise _PipeClosed()
-        self._buffer += data
-        if len(self._buffer) >= self._chunk_size:
-            self._put(bytes(self._buffer))
-            self._buffer = bytearray()
+        self._pieces.append(bytes(data))
+        self._pending += len(data)
+        if self._pending >= self._chunk_size:
+            self._put(self._take())
         return len(data)
+
+    def _take(self) -> bytes:
+        data = b"".join(self._pieces)
+        self._pieces, self._pending = [], 0
+        return data
 
     def _put(self, item: bytes) -> None:
         while True:
@@ -352,16 +359,15 @@ class ChunkPipe:
         """In its own thread: run the download, pass on what remains, then the end mark."""
         try:
             download()
-            if self._buffer:
-                self._put(bytes(self._buffer))
-                self._buffer = bytearray()
+            if self._pieces:
+                self._put(self._take())
         except BaseException as exc:
             self._error = exc
         finally:
             # Bytes received before a failure are still delivered: the resume starts after them.
-            if self._buffer and not self._closed.is_set():
+            if self._pieces and not self._closed.is_set():
                 try:
-                    self._put(bytes(self._buffer))
+                    self._put(self._take())
                 except _PipeClosed:
                     pass
             try:

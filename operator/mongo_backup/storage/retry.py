@@ -4,6 +4,7 @@ The SDKs' own retries are switched off (or bounded to one attempt) by each backe
 retries are the ones here: exponential backoff with full jitter, within a total time budget.
 Each backend supplies a `translate` function that turns an SDK exception into one of our
 `StorageError`s; a `TransientStorageError` is retried, every other error fails at once.
+An operation therefore gives up after at most `total_timeout` plus one request's timeouts.
 """
 
 from __future__ import annotations
