@@ -41,6 +41,8 @@ TEMP_PREFIX = "__mbtmp_"
 #: documents handed to one insert_many, and decoded-but-not-inserted batches per collection
 INSERT_BATCH_BYTES = 4 * 1024 * 1024
 QUEUE_DEPTH = 2
+#: the size asked of each cursor batch when a restored collection is read back
+VERIFY_BATCH_BYTES = 4 * 1024 * 1024
 #: compressed input is decompressed in slices this big, so a highly compressible object never
 #: expands into one huge buffer
 DECODE_SLICE = 256 * 1024
@@ -443,7 +445,7 @@ class _Restorer:
         """Read back what was written and compare it with the backup, before the swap."""
         readback = ContentDigest()
         with mongo_errors(f"verifying {target.namespace}"):
-            async for batch in collection.find_raw_batches():
+            async for batch in collection.find_raw_batches(batch_size=_read_batch_documents(streamed)):
                 readback.update_batch(batch, target.namespace)
         expected = target.source.digest or streamed.hexdigest()
         if readback.hexdigest() != expected or readback.documents != streamed.documents:
@@ -452,6 +454,14 @@ class _Restorer:
                 f"({readback.documents} documents read back, {streamed.documents} in the backup)"
             )
         return True
+
+
+def _read_batch_documents(streamed: ContentDigest) -> int:
+    """Documents per read-back batch: about VERIFY_BATCH_BYTES, instead of the server's
+    16 MiB batches, which the driver holds several times over while it unpacks one."""
+    if not streamed.documents:
+        return 0  # the server's default
+    return max(100, VERIFY_BATCH_BYTES // max(1, streamed.bytes // streamed.documents))
 
 
 def _create_options(metadata: dict[str, Any]) -> dict[str, Any]:
