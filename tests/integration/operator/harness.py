@@ -100,7 +100,7 @@ def wait_for(
     plural: str,
     name: str,
     check: Callable[[dict[str, Any]], bool],
-    timeout: float = 20,
+    timeout: float = 60,
     what: str = "",
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
