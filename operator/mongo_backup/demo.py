@@ -198,6 +198,8 @@ def run_demo(root: Path | None = None) -> int:
     started = time.monotonic()
     # the demo tells its own story: Kopf's and the drivers' logs only when something is wrong
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("kopf", "mongo_backup", "pymongo", "aiohttp"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     root = workdir(root)
     say(f"mongo-backup demo: everything lives in {root}")
     (root / "kube").mkdir(parents=True, exist_ok=True)
