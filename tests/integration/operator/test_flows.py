@@ -7,8 +7,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from pymongo import MongoClient
 
+from mongo_backup.api import MongoBackupStatus, MongoRestoreStatus
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
@@ -20,6 +22,10 @@ from tests.integration.operator.harness import (
     restore_object,
     wait_for,
 )
+
+
+def schema_fields(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
 
 
 def seed(client: MongoClient[Any], db: str) -> dict[str, int]:
@@ -58,6 +64,9 @@ def test_backup_then_restore_into_another_database(
     assert status["startedAt"] <= status["completedAt"]
     assert status["duration"].endswith("s")
     assert status["progress"]["percent"] == 100
+    # a real API server prunes what the CRD schema does not declare: write nothing else
+    assert set(status) <= schema_fields(MongoBackupStatus)
+    MongoBackupStatus.model_validate(status)
     assert status["progress"]["documentsDone"] == sum(counts.values())
     assert condition(done, "Completed")["status"] == "True"  # type: ignore[index]
     reasons = [e["reason"] for e in events_of(kube, "nightly")]
@@ -77,6 +86,8 @@ def test_backup_then_restore_into_another_database(
     assert rstatus["backup"] == "nightly"
     assert rstatus["checksum"] == status["checksum"]
     assert sorted(rstatus["restoredCollections"]) == [f"{target}.orders", f"{target}.users"]
+    assert set(rstatus) <= schema_fields(MongoRestoreStatus)
+    MongoRestoreStatus.model_validate(rstatus)
     for name in counts:
         original = list(sync_mongo[dbname][name].find_raw_batches(sort=[("_id", 1)]))
         copied = list(sync_mongo[target][name].find_raw_batches(sort=[("_id", 1)]))
