@@ -11,7 +11,7 @@ from typing import Any
 from mongo_backup.handlers import background as handlers
 from mongo_backup.handlers.settings import PEERING_NAME
 from mongo_backup.runner import RunnerSettings
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup.testing.kube import KubeApiError, KubeEmulator
 
 GROUP_VERSION = "mongobackup.io/v1alpha1"
 NAMESPACE = "default"
@@ -89,8 +89,8 @@ def path_of(plural: str, name: str, namespace: str = NAMESPACE) -> str:
 def get(kube: KubeEmulator, plural: str, name: str) -> dict[str, Any] | None:
     try:
         return dict(kube.api("GET", path_of(plural, name)))
-    except RuntimeError as exc:
-        if "HTTP 404" in str(exc):
+    except KubeApiError as exc:
+        if exc.status == 404:
             return None
         raise
 
