@@ -339,8 +339,17 @@ class Result:
 
 
 class Runner:
-    def __init__(self, uri: str, server: psutil.Process | None, profile_dir: Path | None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        server: psutil.Process | None,
+        profile_dir: Path | None,
+        json_path: Path | None,
+        markdown_path: Path | None,
+    ) -> None:
         self.uri = uri
+        self.json_path = json_path
+        self.markdown_path = markdown_path
         self.server = server
         self.profile_dir = profile_dir
         self.results: list[Result] = []
@@ -382,7 +391,15 @@ class Runner:
         )
         self.results.append(result)
         print(_row(result), flush=True)
+        self.save()  # after every step: a long run that dies still leaves its figures
         return result
+
+    def save(self) -> None:
+        if self.json_path:
+            results = [asdict(r) | {"cpu": r.cpu} for r in self.results]
+            self.json_path.write_text(json.dumps({"uri": self.uri, "results": results}, indent=2))
+        if self.markdown_path:
+            self.markdown_path.write_text(markdown(self.results))
 
     def drop_database(self, name: str) -> None:
         client: MongoClient[Any] = MongoClient(self.uri)
@@ -484,39 +501,30 @@ def verdicts(results: list[Result]) -> list[Verdict]:
     out = []
     for dataset in dict.fromkeys(r.dataset for r in results):
         rows = {r.label: r for r in results if r.dataset == dataset}
-        drain = (rows["raw drain"].wall + rows["raw drain (after)"].wall) / 2
-        insert = (rows["raw insert"].wall + rows["raw insert (after)"].wall) / 2
-        stats = rows["collStats alone"].wall
-        rename = rows["renameCollection alone"].wall
+        # a run cut short still gets verdicts from the steps it finished
+        drains = [rows[k].wall for k in ("raw drain", "raw drain (after)") if k in rows]
+        inserts = [rows[k].wall for k in ("raw insert", "raw insert (after)") if k in rows]
+        stats = rows["collStats alone"].wall if "collStats alone" in rows else None
+        rename = rows["renameCollection alone"].wall if "renameCollection alone" in rows else None
         for label, r in rows.items():
             cpu_m = r.cpu / r.documents * 1e6 if r.documents else 0.0
-            if label.startswith("backup"):
+            if label.startswith("backup") and drains:
+                drain = sum(drains) / len(drains)
+                adjusted = (r.wall - stats) / drain if stats is not None else None
                 out.append(
-                    Verdict(
-                        dataset,
-                        label,
-                        r.wall / drain,
-                        "raw drain",
-                        1.10,
-                        (r.wall - stats) / drain,
-                        cpu_m,
-                        r.max_rss,
-                    )
+                    Verdict(dataset, label, r.wall / drain, "raw drain", 1.10, adjusted, cpu_m, r.max_rss)
                 )
-            elif label.startswith("restore"):
+            elif label.startswith("restore") and inserts:
+                insert = sum(inserts) / len(inserts)
+                adjusted = (r.wall - rename) / insert if rename is not None else None
                 out.append(
-                    Verdict(
-                        dataset,
-                        label,
-                        r.wall / insert,
-                        "raw insert",
-                        1.15,
-                        (r.wall - rename) / insert,
-                        cpu_m,
-                        r.max_rss,
-                    )
+                    Verdict(dataset, label, r.wall / insert, "raw insert", 1.15, adjusted, cpu_m, r.max_rss)
                 )
     return out
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def summarize(results: list[Result]) -> list[str]:
@@ -530,7 +538,7 @@ def summarize(results: list[Result]) -> list[str]:
             )
         lines.append(
             f"  {v.dataset:<6} {v.label:<24} {v.ratio:5.2f}x {v.baseline} [{met} <={v.limit:.2f}]"
-            f" (without the O(1)-on-mongod step: {v.adjusted:.2f}x){cpu}"
+            f" (without the O(1)-on-mongod step: {_ratio(v.adjusted)}){cpu}"
             f"  rss {v.rss / MiB:.0f} MiB [{'met' if v.rss < 200 * MiB else 'MISSED'} <200]"
         )
     return lines
@@ -568,7 +576,7 @@ def markdown(results: list[Result]) -> str:
         for v in verdicts(rows):
             met = "met" if v.ratio <= v.limit else "**missed**"
             out.append(
-                f"| {v.label} / {v.baseline} | {v.ratio:.2f}x | <= {v.limit:.2f}x: {met} | {v.adjusted:.2f}x |"
+                f"| {v.label} / {v.baseline} | {v.ratio:.2f}x | <= {v.limit:.2f}x: {met} | {_ratio(v.adjusted)} |"
                 f" {v.cpu_per_million:.2f} | {v.rss / MiB:.0f} |"
             )
         out.append("")
@@ -619,7 +627,11 @@ def main() -> None:
     )
     try:
         with secantus_server(work / "db", standalone=args.standalone) as uri:
-            runner = Runner(uri, _server_process(), args.profile_dir)
+            # a server starved of CPU may not answer a heartbeat within the driver's default
+            # 10-20 s; the driver would then cancel the running operation
+            sep = "&" if "?" in uri else "?"
+            uri += f"{sep}connectTimeoutMS=120000&serverSelectionTimeoutMS=120000"
+            runner = Runner(uri, _server_process(), args.profile_dir, args.json, args.markdown)
             if args.docs:
                 run_dataset(runner, work, "small", args.docs, 200, compressions, args.workers)
             if args.large_docs:
@@ -627,20 +639,6 @@ def main() -> None:
                     runner, work, "large", args.large_docs, args.large_size, compressions, args.workers
                 )
         print("\n".join(summarize(runner.results)))
-        if args.markdown:
-            args.markdown.write_text(markdown(runner.results))
-        print(f"load average after {os.getloadavg()[0]:.2f}")
-        if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {
-                        "args": {k: str(v) for k, v in vars(args).items()},
-                        "mode": mode,
-                        "results": [asdict(r) | {"cpu": r.cpu} for r in runner.results],
-                    },
-                    indent=2,
-                )
-            )
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
