@@ -367,7 +367,7 @@ async def test_persistent_errors_end_as_transient_error_after_bounded_retries(
                 await storage.write_bytes("x.json", b"{}")
             assert "conformance" in str(caught.value)
             attempts = proxy.injected()
-            assert attempts > 2, "the failure was not retried"
+            assert attempts >= 2, "the failure was not retried"
             proxy.clear()
         finally:
             await storage.close()
