@@ -8,7 +8,6 @@ session-scoped fixtures in tests/integration/storage/conftest.py.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -150,17 +149,6 @@ def azure_emulator(workdir: Path) -> Iterator[Emulator]:
     ]  # fmt: skip
     with _run("azurite", cmd, port, workdir, "/devstoreaccount1?comp=list") as emu:
         yield emu
-
-
-def s3_test_env() -> dict[str, str]:
-    """Dummy keys for moto (it accepts any): set so boto3 never looks for real ones."""
-    return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-def without_cloud_env() -> None:
-    """Drop cloud variables a developer's shell may carry, so tests only see the emulators."""
-    for var in ("STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL", "AZURE_STORAGE_CONNECTION_STRING"):
-        os.environ.pop(var, None)
 
 
 @dataclass
