@@ -85,9 +85,7 @@ class Storage(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def open_write(
-        self, name: str, *, overwrite: bool = False, size_hint: int | None = None
-    ) -> ObjectWriter:
+    def open_write(self, name: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
         """Start a streamed write. `size_hint` lets backends pick part sizes."""
 
     @abc.abstractmethod
@@ -156,9 +154,7 @@ class PrefixedStorage(Storage):
     def _full(self, name: str) -> str:
         return self._prefix + name
 
-    def open_write(
-        self, name: str, *, overwrite: bool = False, size_hint: int | None = None
-    ) -> ObjectWriter:
+    def open_write(self, name: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
         return self._parent.open_write(self._full(name), overwrite=overwrite, size_hint=size_hint)
 
     def read(self, name: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:

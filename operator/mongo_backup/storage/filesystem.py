@@ -7,6 +7,7 @@ the caller asked for it (then `os.replace`)."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -57,7 +58,7 @@ class FilesystemWriter(ObjectWriter):
             if not self._overwrite and self._final.exists():
                 raise ObjectExists(f"{self._storage.url}/{self.name} already exists")
             self._final.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._temp, "xb")  # noqa: SIM115 - closed in commit/abort
+            self._file = open(self._temp, "xb")  # closed in commit/abort
         return self._file
 
     async def write(self, data: bytes) -> None:
@@ -69,7 +70,9 @@ class FilesystemWriter(ObjectWriter):
         try:
             self._open().write(data)
         except PermissionError as exc:
-            raise StorageAccessDenied(f"cannot write {self._storage.url}/{self.name}: {exc.strerror}") from exc
+            raise StorageAccessDenied(
+                f"cannot write {self._storage.url}/{self.name}: {exc.strerror}"
+            ) from exc
         self._size += len(data)
 
     async def commit(self) -> ObjectInfo:
@@ -116,9 +119,7 @@ class FilesystemStorage(Storage):
         _check_name(name)
         return self.root / name
 
-    def open_write(
-        self, name: str, *, overwrite: bool = False, size_hint: int | None = None
-    ) -> ObjectWriter:
+    def open_write(self, name: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
         return FilesystemWriter(self, name, overwrite)
 
     async def read(self, name: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
@@ -146,8 +147,8 @@ class FilesystemStorage(Storage):
         for info in await asyncio.to_thread(self._list_sync, prefix):
             yield info
 
-    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
-        found: list[ObjectInfo] = []
+    def _list_sync(self, prefix: str) -> builtins.list[ObjectInfo]:
+        found: builtins.list[ObjectInfo] = []
         if not self.root.is_dir():
             return found
         # Only walk the folder the prefix points into.
