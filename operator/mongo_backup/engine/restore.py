@@ -62,8 +62,10 @@ class _Target:
         return f"{self.db}.{self.name}"
 
 
-def temp_name(run_id: str, target: str) -> str:
-    return f"{TEMP_PREFIX}{run_id}_{hashlib.sha1(target.encode()).hexdigest()[:12]}"
+def temp_name(run_id: str, attempt: str, target: str) -> str:
+    """Per run and per attempt: a lost attempt's last inserts, still in flight when it died,
+    land in its own temporary collection, never in the one a new attempt fills."""
+    return f"{TEMP_PREFIX}{run_id}_{attempt}_{hashlib.sha1(target.encode()).hexdigest()[:12]}"
 
 
 async def run_restore(
@@ -89,9 +91,20 @@ async def run_restore(
         raise EngineError(
             f"nothing to restore from {catalog.location}: no collection matches the namespace filters"
         )
+    databases = {t.db for t in targets}
+    await _drop_temporaries(client, databases, run_id)
     todo = [t for t in targets if t.namespace not in done]
-    await _drop_temporaries(client, {t.db for t in targets}, run_id)
-    existing = await _check_conflicts(client, todo, options.on_conflict)
+    existing = await _existing_targets(client, todo)
+    if options.run_id is not None:
+        # A resumed run: a target may have been swapped in just before the last attempt died,
+        # without the caller hearing of it. If it holds exactly the backup's data, it is done.
+        for target in todo:
+            if existing.get(target.namespace) and await _holds_backup_data(client, target):
+                done.add(target.namespace)
+                del existing[target.namespace]
+        todo = [t for t in todo if t.namespace not in done]
+    if options.on_conflict == "fail":
+        _refuse_conflicts(existing)
 
     tracker = ProgressTracker("restore", progress)
     restorer = _Restorer(client, storage, catalog, options, run_id, tracker, existing)
@@ -116,10 +129,12 @@ async def run_restore(
         for view in views:  # views last: they may read the collections restored above
             results.append(await restorer.restore_view(view))
     except BaseException as exc:
-        await _drop_temporaries(client, {t.db for t in targets}, run_id, shielded=True)
+        await _drop_temporaries(client, databases, run_id, shielded=True)
         if isinstance(exc, BaseExceptionGroup):
             raise first_cause(exc) from None
         raise
+    # again at the end: what an earlier, lost attempt still had in flight may have arrived since
+    await _drop_temporaries(client, databases, run_id, shielded=True)
     await tracker.emit()
     checked = [r for r in results if r.verified is not None]
     return RestoreResult(
@@ -178,11 +193,8 @@ async def _read_checked(storage: Storage, name: str, sha256: str | None) -> byte
     return raw
 
 
-async def _check_conflicts(
-    client: AsyncMongoClient[Any], targets: Sequence[_Target], policy: str
-) -> dict[str, bool]:
-    """Which targets exist now (namespace -> whether they hold data). With policy `fail`,
-    any that holds data stops the restore here, before anything is written."""
+async def _existing_targets(client: AsyncMongoClient[Any], targets: Sequence[_Target]) -> dict[str, bool]:
+    """Which targets exist now (namespace -> whether they hold data)."""
     existing: dict[str, bool] = {}
     names_by_db: dict[str, dict[str, str]] = {}
     for t in targets:
@@ -198,8 +210,13 @@ async def _check_conflicts(
         else:
             with mongo_errors(f"reading {t.namespace}"):
                 existing[t.namespace] = await client[t.db][t.name].find_one({}, {"_id": 1}) is not None
+    return existing
+
+
+def _refuse_conflicts(existing: dict[str, bool]) -> None:
+    """Policy `fail`: any target that holds data stops the restore here, before anything is written."""
     conflicts = sorted(ns for ns, has_data in existing.items() if has_data)
-    if conflicts and policy == "fail":
+    if conflicts:
         shown = ", ".join(conflicts[:10]) + (
             f" and {len(conflicts) - 10} more" if len(conflicts) > 10 else ""
         )
@@ -208,7 +225,17 @@ async def _check_conflicts(
             f"{'already exists and is' if len(conflicts) == 1 else 'already exist and are'} not empty; "
             "nothing was written (use on-conflict drop to replace them, or rename the target)"
         )
-    return existing
+
+
+async def _holds_backup_data(client: AsyncMongoClient[Any], target: _Target) -> bool:
+    source = target.source
+    if target.type != "collection" or source.digest is None:
+        return False
+    found = ContentDigest()
+    with mongo_errors(f"reading {target.namespace}"):
+        async for batch in client[target.db][target.name].find_raw_batches():
+            found.update_batch(batch, target.namespace)
+    return found.documents == source.documents and found.hexdigest() == source.digest
 
 
 async def _drop_temporaries(
@@ -248,6 +275,7 @@ class _Restorer:
         self.catalog = catalog
         self.options = options
         self.run_id = run_id
+        self.attempt = secrets.token_hex(3)
         self.tracker = tracker
         self.existing = existing
         self.notes: list[str] = []
@@ -259,7 +287,7 @@ class _Restorer:
         if target.type == "timeseries":
             return await self._restore_in_place(target, entry)
         db = self.client[target.db]
-        temp = temp_name(self.run_id, target.namespace)
+        temp = temp_name(self.run_id, self.attempt, target.namespace)
         with mongo_errors(f"creating a temporary collection for {target.namespace}"):
             await db.command({"create": temp, **_create_options(target.metadata)})
         digest = await self._load_data(target, db[temp], entry)
