@@ -39,6 +39,7 @@ from .base import (
     StorageAccessDenied,
     StorageError,
     TransientStorageError,
+    object_key,
 )
 from .location import (
     AZURE_STORAGE_ACCOUNT_KEY,
@@ -217,9 +218,7 @@ class AzureStorage(Storage):
         self.container: ContainerClient = self.service.get_container_client(container)
 
     def key(self, name: str) -> str:
-        if not name or name.startswith("/"):
-            raise StorageError(f"invalid object name {name!r}")
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return object_key(self.prefix, name)
 
     async def call(self, what: str, func: Any) -> Any:
         """Run a blocking client call in a thread under the retry policy."""

@@ -37,6 +37,13 @@ class TransientStorageError(StorageError):
     """A failure that may pass (5xx, 429, reset connection) and that retries did not overcome."""
 
 
+def object_key(prefix: str, name: str) -> str:
+    """A bucket key: the storage's prefix joined to a relative object name."""
+    if not name or name.startswith("/"):
+        raise StorageError(f"invalid object name {name!r}")
+    return f"{prefix}/{name}" if prefix else name
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     name: str

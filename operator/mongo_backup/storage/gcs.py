@@ -43,6 +43,7 @@ from .base import (
     StorageAccessDenied,
     StorageError,
     TransientStorageError,
+    object_key,
 )
 from .location import GCS_SERVICE_ACCOUNT_JSON, StorageSettings
 from .retry import error_for_status, is_network_error, resumable_stream, retry_async, retry_call, safe_detail
@@ -426,9 +427,7 @@ class GcsStorage(Storage):
         self.http.mount("https://", adapter)
 
     def key(self, name: str) -> str:
-        if not name or name.startswith("/"):
-            raise StorageError(f"invalid object name {name!r}")
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return object_key(self.prefix, name)
 
     def open_write(self, name: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
         return GcsWriter(self, name, overwrite)

@@ -31,6 +31,7 @@ from .base import (
     StorageAccessDenied,
     StorageError,
     TransientStorageError,
+    object_key,
 )
 from .location import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, StorageSettings
 from .retry import PartTasks, error_for_status, is_network_error, resumable_stream, retry_call, safe_detail
@@ -284,9 +285,7 @@ class S3Storage(Storage):
         self.put_options = options
 
     def key(self, name: str) -> str:
-        if not name or name.startswith("/"):
-            raise StorageError(f"invalid object name {name!r}")
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return object_key(self.prefix, name)
 
     async def call(self, what: str, func: Any) -> Any:
         """Run a blocking client call in a thread under the retry policy."""
