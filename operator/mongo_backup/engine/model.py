@@ -72,6 +72,9 @@ class RestoreOptions:
     run_id: str | None = None
     #: target namespaces ("db.coll") already restored by an earlier attempt of this run: skipped
     already_restored: Sequence[str] = ()
+    #: this run was started before and is taken up again: a target that already holds exactly
+    #: the backup's data was swapped in by the lost attempt and counts as restored
+    resume: bool = False
 
 
 @dataclass

@@ -95,7 +95,7 @@ async def run_restore(
     await _drop_temporaries(client, databases, run_id)
     todo = [t for t in targets if t.namespace not in done]
     existing = await _existing_targets(client, todo)
-    if options.run_id is not None:
+    if options.resume:
         # A resumed run: a target may have been swapped in just before the last attempt died,
         # without the caller hearing of it. If it holds exactly the backup's data, it is done.
         for target in todo:

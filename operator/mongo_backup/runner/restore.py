@@ -90,7 +90,7 @@ class RestoreJob:
         except StorageError as exc:
             raise Failure("InvalidStorage", str(exc)) from None
 
-    def options(self) -> RestoreOptions:
+    def options(self, resumed: bool = False) -> RestoreOptions:
         return RestoreOptions(
             include=tuple(self.spec.namespaces.include),
             exclude=tuple(self.spec.namespaces.exclude),
@@ -101,6 +101,7 @@ class RestoreJob:
             verify=self.spec.verify,
             run_id=run_id_of(self.uid),
             already_restored=tuple(self.restored),
+            resume=resumed,
         )
 
     async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
@@ -111,7 +112,7 @@ class RestoreJob:
         storage = self.open_storage()
         try:
             try:
-                result = await run_restore(client, storage, self.options(), progress=reporter)
+                result = await run_restore(client, storage, self.options(resumed), progress=reporter)
             finally:
                 self.restored += [ns for ns in reporter.restored if ns not in self.restored]
             server_version = await _server_version(client)

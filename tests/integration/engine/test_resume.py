@@ -44,8 +44,11 @@ async def test_resume_adopts_a_target_swapped_in_but_never_recorded(
     backup = await _backup(mongo, store, dbname)
     await run_restore(mongo, backup, _into(dbname, include=[f"{dbname}.a"]))
     # the runner died before recording `a`: the new attempt finds it holding exactly the backup's data
-    result = await run_restore(mongo, backup, _into(dbname))
+    result = await run_restore(mongo, backup, _into(dbname, resume=True))
     assert {c.target: c.method for c in result.collections}[f"{dbname}_t.a"] == "skipped"
+    # a first attempt never adopts: identical data already there is a conflict like any other
+    with pytest.raises(RestoreConflict):
+        await run_restore(mongo, backup, _into(dbname))
 
 
 async def test_resume_still_refuses_a_target_that_differs(mongo: Client, store: Storage, dbname: str) -> None:
@@ -53,7 +56,7 @@ async def test_resume_still_refuses_a_target_that_differs(mongo: Client, store: 
     await run_restore(mongo, backup, _into(dbname, include=[f"{dbname}.a"]))
     await mongo[f"{dbname}_t"].a.insert_one({"written": "by someone else"})
     with pytest.raises(RestoreConflict, match=f"{dbname}_t.a"):
-        await run_restore(mongo, backup, _into(dbname))
+        await run_restore(mongo, backup, _into(dbname, resume=True))
 
 
 async def test_leftovers_of_a_lost_attempt_are_dropped(mongo: Client, store: Storage, dbname: str) -> None:
