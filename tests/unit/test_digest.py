@@ -3,7 +3,7 @@ import random
 import bson
 import pytest
 
-from mongo_backup.engine.digest import BsonFramer, ContentDigest, split_documents
+from mongo_backup.engine.digest import BsonFramer, ContentDigest
 from mongo_backup.engine.model import IntegrityError
 
 
@@ -38,7 +38,9 @@ def test_framer_reassembles_documents_across_any_chunking() -> None:
         out = b"".join(framer.feed(stream[i : i + size]) for i in range(0, len(stream), size))
         framer.finish()
         assert out == stream
-    assert split_documents(stream) == _docs(200)
+    cut: list[bytes] = []
+    ContentDigest().documents_of(stream, "obj", cut)
+    assert cut == _docs(200)
 
 
 def test_framer_reports_truncation_with_the_object_name() -> None:

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from .. import __version__
 from ..storage import Storage, StorageError
 from .compression import Codec, get_codec
+from .cursor import batch_documents
 from .digest import ContentDigest
 from .manifest import MANIFEST_NAME, BackupManifest, CollectionEntry, StoredObject, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, build_metadata, collection_file_stem
@@ -26,11 +27,8 @@ from .taskgroups import first_cause
 
 log = logging.getLogger(__name__)
 
-#: raw batches waiting to be compressed, per collection; with BATCH_BYTES, the memory bound
+#: raw batches waiting to be compressed, per collection; with cursor.BATCH_BYTES, the memory bound
 QUEUE_DEPTH = 2
-#: the size asked of each cursor batch (the server's own cap is 16 MiB): small enough to keep
-#: memory flat, large enough that round trips do not show
-BATCH_BYTES = 4 * 1024 * 1024
 #: compressed output is gathered into writes of about this size
 WRITE_CHUNK = 4 * 1024 * 1024
 
@@ -146,7 +144,9 @@ class _Job:
 
         async def read_batches() -> None:
             with mongo_errors(f"reading {self.plan.namespace}"):
-                cursor = collection.find_raw_batches(batch_size=self._batch_documents())
+                cursor = collection.find_raw_batches(
+                    batch_size=batch_documents(self.plan.documents, self.plan.data_bytes) or 10_000
+                )
                 async for batch in cursor:
                     await batches.put(batch)
             await batches.put(None)
@@ -186,12 +186,6 @@ class _Job:
         assert writer.info is not None
         return StoredObject(name, "data", writer.info.size, sha.hexdigest()), digest
 
-    def _batch_documents(self) -> int:
-        if not self.plan.documents or not self.plan.data_bytes:
-            return 10_000
-        average = max(1, self.plan.data_bytes // self.plan.documents)
-        return max(100, BATCH_BYTES // average)
-
     async def _dump_metadata(self) -> StoredObject:
         indexes: list[dict[str, Any]] = []
         if self.plan.type != "view":
@@ -212,9 +206,9 @@ class _Job:
 
 async def prepare_location(storage: Storage, replace_partial: bool) -> None:
     """Refuse to write over a complete backup; clear or refuse a partial one."""
-    if await storage.exists(MANIFEST_NAME):
-        raise EngineError(f"{storage.url} already holds a complete backup: choose another name")
     leftovers = [info.name async for info in storage.list()]
+    if MANIFEST_NAME in leftovers:
+        raise EngineError(f"{storage.url} already holds a complete backup: choose another name")
     if not leftovers:
         return
     if not replace_partial:

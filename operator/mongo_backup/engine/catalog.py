@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage import Storage
+from ..storage import ObjectNotFound, Storage
 from .compression import Codec, codec_for_suffix
 from .manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, parse_file_stem
@@ -51,27 +51,28 @@ class Catalog:
 
 
 async def load_catalog(storage: Storage) -> Catalog:
-    if await storage.exists(MANIFEST_NAME):
+    try:
         raw = await storage.read_bytes(MANIFEST_NAME)
-        manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
-        collections = []
-        for entry in manifest.collections:
-            data = entry.object("data")
-            meta = entry.object("metadata")
-            collections.append(
-                SourceCollection(
-                    db=entry.db,
-                    name=entry.name,
-                    type=entry.type,
-                    documents=entry.documents,
-                    data_bytes=entry.data_bytes,
-                    digest=entry.digest,
-                    data=SourceObject(data.name, data.size, data.sha256) if data else None,
-                    metadata=SourceObject(meta.name, meta.size, meta.sha256) if meta else None,
-                )
+    except ObjectNotFound:
+        return await _scan_mongodump(storage)
+    manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
+    collections = []
+    for entry in manifest.collections:
+        data = entry.object("data")
+        meta = entry.object("metadata")
+        collections.append(
+            SourceCollection(
+                db=entry.db,
+                name=entry.name,
+                type=entry.type,
+                documents=entry.documents,
+                data_bytes=entry.data_bytes,
+                digest=entry.digest,
+                data=SourceObject(data.name, data.size, data.sha256) if data else None,
+                metadata=SourceObject(meta.name, meta.size, meta.sha256) if meta else None,
             )
-        return Catalog(storage.url, manifest, manifest_checksum(raw), collections)
-    return await _scan_mongodump(storage)
+        )
+    return Catalog(storage.url, manifest, manifest_checksum(raw), collections)
 
 
 async def _scan_mongodump(storage: Storage) -> Catalog:

@@ -109,15 +109,3 @@ class BsonFramer:
             raise IntegrityError(
                 f"{self._where}: truncated: the stream ends inside a document at byte {self._offset}"
             )
-
-
-def split_documents(batch: bytes) -> list[bytes]:
-    """Whole documents of a framed buffer, as separate byte strings."""
-    out = []
-    pos = 0
-    end = len(batch)
-    while pos < end:
-        size = int.from_bytes(batch[pos : pos + 4], "little")
-        out.append(batch[pos : pos + size])
-        pos += size
-    return out

@@ -12,10 +12,13 @@ from .model import BackupListing, IntegrityError
 async def list_backups(storage: Storage) -> list[BackupListing]:
     """Every backup folder directly under `storage`: complete when it holds a readable manifest."""
     groups: dict[str, tuple[int, int, datetime | None]] = {}
+    with_manifest: set[str] = set()  # known from the listing itself: no extra request per backup
     async for info in storage.list():
-        name, slash, _rest = info.name.partition("/")
+        name, slash, rest = info.name.partition("/")
         if not slash:
             continue
+        if rest == MANIFEST_NAME:
+            with_manifest.add(name)
         size, count, newest = groups.get(name, (0, 0, None))
         if info.modified and (newest is None or info.modified > newest):
             newest = info.modified
@@ -25,7 +28,7 @@ async def list_backups(storage: Storage) -> list[BackupListing]:
         child = storage.child(name)
         manifest = None
         checksum = None
-        if await child.exists(MANIFEST_NAME):
+        if name in with_manifest:
             raw = await child.read_bytes(MANIFEST_NAME)
             try:
                 manifest = BackupManifest.from_json(raw, f"{child.url}/{MANIFEST_NAME}")

@@ -18,7 +18,9 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from ..storage import Storage
 from .catalog import Catalog, SourceCollection, load_catalog
-from .digest import BsonFramer, ContentDigest
+from .cursor import batch_documents, read_digest
+from .digest import ContentDigest
+from .integrity import DataObjectReader, check_stored
 from .metadata import parse_metadata
 from .model import (
     CollectionProgress,
@@ -41,8 +43,6 @@ TEMP_PREFIX = "__mbtmp_"
 #: documents handed to one insert_many, and decoded-but-not-inserted batches per collection
 INSERT_BATCH_BYTES = 4 * 1024 * 1024
 QUEUE_DEPTH = 2
-#: the size asked of each cursor batch when a restored collection is read back
-VERIFY_BATCH_BYTES = 4 * 1024 * 1024
 #: compressed input is decompressed in slices this big, so a highly compressible object never
 #: expands into one huge buffer
 DECODE_SLICE = 256 * 1024
@@ -161,7 +161,9 @@ async def _plan(
             continue
         metadata: dict[str, Any] = {}
         if source.metadata is not None:
-            raw = await _read_checked(storage, source.metadata.name, source.metadata.sha256)
+            raw = await storage.read_bytes(source.metadata.name)
+            where = f"{storage.url}/{source.metadata.name}"
+            check_stored(where, source.metadata, len(raw), hashlib.sha256(raw).hexdigest())
             codec = source.metadata.codec
             if codec.suffix:
                 decompressor = codec.decompressor(f"{storage.url}/{source.metadata.name}")
@@ -184,13 +186,6 @@ async def _plan(
             )
         seen[t.namespace] = t.source.namespace
     return targets
-
-
-async def _read_checked(storage: Storage, name: str, sha256: str | None) -> bytes:
-    raw = await storage.read_bytes(name)
-    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
-        raise IntegrityError(f"{storage.url}/{name}: sha256 does not match the manifest")
-    return raw
 
 
 async def _existing_targets(client: AsyncMongoClient[Any], targets: Sequence[_Target]) -> dict[str, bool]:
@@ -231,10 +226,11 @@ async def _holds_backup_data(client: AsyncMongoClient[Any], target: _Target) -> 
     source = target.source
     if target.type != "collection" or source.digest is None:
         return False
-    found = ContentDigest()
-    with mongo_errors(f"reading {target.namespace}"):
-        async for batch in client[target.db][target.name].find_raw_batches():
-            found.update_batch(batch, target.namespace)
+    found = await read_digest(
+        client[target.db][target.name],
+        target.namespace,
+        batch_documents(source.documents or 0, source.data_bytes or 0),
+    )
     return found.documents == source.documents and found.hexdigest() == source.digest
 
 
@@ -279,7 +275,6 @@ class _Restorer:
         self.tracker = tracker
         self.existing = existing
         self.notes: list[str] = []
-        self.entries: dict[str, CollectionProgress] = {}
 
     async def restore_collection(self, target: _Target) -> RestoredCollection:
         source = target.source
@@ -379,32 +374,23 @@ class _Restorer:
 
     async def _load_data(self, target: _Target, collection: Any, entry: CollectionProgress) -> ContentDigest:
         source = target.source
-        digest = ContentDigest()
         if source.data is None:
-            return digest
-        obj = source.data
-        where = f"{self.storage.url}/{obj.name}"
-        sha = hashlib.sha256()
-        decompressor = obj.codec.decompressor(where)
-        framer = BsonFramer(where)
+            return ContentDigest()
+        reader = DataObjectReader(f"{self.storage.url}/{source.data.name}", source.data)
         # each item: the documents of one insert_many, and their BSON bytes
         batches: asyncio.Queue[tuple[list[RawBSONDocument], int] | None] = asyncio.Queue(QUEUE_DEPTH)
-        stored = 0
 
-        def decode(chunk: bytes) -> tuple[list[RawBSONDocument], int]:
+        def decode(piece: bytes) -> tuple[list[RawBSONDocument], int]:
             # in a worker thread; the digest's walk over the documents also cuts them apart
-            sha.update(chunk)
-            whole = framer.feed(decompressor.decompress(chunk))
             docs: list[bytes] = []
-            digest.documents_of(whole, where, docs)
-            return [RawBSONDocument(d) for d in docs], len(whole)
+            size = reader.feed(piece, docs)
+            return [RawBSONDocument(d) for d in docs], size
 
         async def read_object() -> None:
-            nonlocal stored
             pending: list[RawBSONDocument] = []
             size = 0
-            async for chunk in self.storage.read(obj.name, chunk_size=DECODE_SLICE * 4):
-                stored += len(chunk)
+            assert source.data is not None
+            async for chunk in self.storage.read(source.data.name, chunk_size=DECODE_SLICE * 4):
                 for start in range(0, len(chunk), DECODE_SLICE):
                     docs, docs_size = await asyncio.to_thread(decode, chunk[start : start + DECODE_SLICE])
                     pending += docs
@@ -412,11 +398,9 @@ class _Restorer:
                     if size >= INSERT_BATCH_BYTES:
                         await batches.put((pending, size))
                         pending, size = [], 0
-            decompressor.finish()
-            framer.finish()
             if pending:
                 await batches.put((pending, size))
-            self._check_object(target, obj.name, stored, sha.hexdigest(), digest)
+            reader.finish(source)  # before the workers stop: a mismatch fails the whole load
             for _ in range(self.options.insert_workers):
                 await batches.put(None)
 
@@ -438,25 +422,7 @@ class _Restorer:
             group.create_task(read_object())
             for _ in range(self.options.insert_workers):
                 group.create_task(insert_batches())
-        return digest
-
-    def _check_object(
-        self, target: _Target, name: str, size: int, sha256: str, digest: ContentDigest
-    ) -> None:
-        source = target.source
-        where = f"{self.storage.url}/{name}"
-        expected = source.data
-        if expected is not None and expected.sha256 is not None:
-            if size != expected.size:
-                raise IntegrityError(f"{where}: {size} bytes stored, the manifest says {expected.size}")
-            if sha256 != expected.sha256:
-                raise IntegrityError(f"{where}: sha256 does not match the manifest (corrupt object)")
-        if source.documents is not None and digest.documents != source.documents:
-            raise IntegrityError(
-                f"{where}: {digest.documents} documents, the manifest says {source.documents}"
-            )
-        if source.digest is not None and digest.hexdigest() != source.digest:
-            raise IntegrityError(f"{where}: content digest does not match the manifest")
+        return reader.digest
 
     async def _create_indexes(self, target: _Target, collection: str) -> None:
         clustered = (target.metadata.get("options") or {}).get("clusteredIndex")
@@ -471,10 +437,9 @@ class _Restorer:
 
     async def _verify(self, target: _Target, collection: Any, streamed: ContentDigest) -> bool:
         """Read back what was written and compare it with the backup, before the swap."""
-        readback = ContentDigest()
-        with mongo_errors(f"verifying {target.namespace}"):
-            async for batch in collection.find_raw_batches(batch_size=_read_batch_documents(streamed)):
-                readback.update_batch(batch, target.namespace)
+        readback = await read_digest(
+            collection, target.namespace, batch_documents(streamed.documents, streamed.bytes)
+        )
         expected = target.source.digest or streamed.hexdigest()
         if readback.hexdigest() != expected or readback.documents != streamed.documents:
             raise IntegrityError(
@@ -482,14 +447,6 @@ class _Restorer:
                 f"({readback.documents} documents read back, {streamed.documents} in the backup)"
             )
         return True
-
-
-def _read_batch_documents(streamed: ContentDigest) -> int:
-    """Documents per read-back batch: about VERIFY_BATCH_BYTES, instead of the server's
-    16 MiB batches, which the driver holds several times over while it unpacks one."""
-    if not streamed.documents:
-        return 0  # the server's default
-    return max(100, VERIFY_BATCH_BYTES // max(1, streamed.bytes // streamed.documents))
 
 
 def _create_options(metadata: dict[str, Any]) -> dict[str, Any]:

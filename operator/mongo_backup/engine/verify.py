@@ -8,7 +8,7 @@ import hashlib
 
 from ..storage import ObjectNotFound, Storage
 from .catalog import SourceCollection, load_catalog
-from .digest import BsonFramer, ContentDigest
+from .integrity import DataObjectReader, check_stored
 from .model import BackupNotFound, IntegrityError, ProgressCallback, VerifyResult
 from .progress import ProgressTracker
 
@@ -25,14 +25,12 @@ async def verify_backup(storage: Storage, progress: ProgressCallback | None = No
     objects = documents = data_bytes = stored_bytes = 0
     for source in catalog.collections:
         entry = tracker.add_collection(source.namespace, source.documents or 0, source.data_bytes or 0)
-        for obj in (source.metadata, source.data):
+        for obj, check in ((source.metadata, _check_metadata), (source.data, _check_data)):
             if obj is None:
                 continue
             objects += 1
             try:
-                found = await _check_object(
-                    storage, source, obj.name, obj.name == (source.data and source.data.name)
-                )
+                found = await check(storage, source)
             except IntegrityError as exc:
                 problems.append(str(exc))
                 continue
@@ -40,10 +38,9 @@ async def verify_backup(storage: Storage, progress: ProgressCallback | None = No
                 problems.append(f"{storage.url}/{obj.name}: missing")
                 continue
             stored_bytes += obj.size
-            if found is not None:
-                documents += found.documents
-                data_bytes += found.bytes
-                await tracker.advance(entry, found.documents, found.bytes)
+            documents += found[0]
+            data_bytes += found[1]
+            await tracker.advance(entry, *found)
         await tracker.finish(entry)
     return VerifyResult(
         location=storage.url,
@@ -56,36 +53,19 @@ async def verify_backup(storage: Storage, progress: ProgressCallback | None = No
     )
 
 
-async def _check_object(
-    storage: Storage, source: SourceCollection, name: str, is_data: bool
-) -> ContentDigest | None:
-    expected = source.data if is_data else source.metadata
-    assert expected is not None
-    where = f"{storage.url}/{name}"
-    sha = hashlib.sha256()
-    size = 0
-    digest = ContentDigest()
-    decompressor = expected.codec.decompressor(where) if is_data else None
-    framer = BsonFramer(where)
+async def _check_metadata(storage: Storage, source: SourceCollection) -> tuple[int, int]:
+    assert source.metadata is not None
+    raw = await storage.read_bytes(source.metadata.name)
+    where = f"{storage.url}/{source.metadata.name}"
+    check_stored(where, source.metadata, len(raw), hashlib.sha256(raw).hexdigest())
+    return 0, 0
 
-    def consume(chunk: bytes) -> None:
-        sha.update(chunk)
-        if decompressor is not None:
-            digest.update_batch(framer.feed(decompressor.decompress(chunk)), where)
 
-    async for chunk in storage.read(name):
-        size += len(chunk)
-        await asyncio.to_thread(consume, chunk)
-    if size != expected.size:
-        raise IntegrityError(f"{where}: {size} bytes stored, the manifest says {expected.size}")
-    if sha.hexdigest() != expected.sha256:
-        raise IntegrityError(f"{where}: sha256 does not match the manifest (corrupt object)")
-    if decompressor is None:
-        return None
-    decompressor.finish()
-    framer.finish()
-    if source.documents is not None and digest.documents != source.documents:
-        raise IntegrityError(f"{where}: {digest.documents} documents, the manifest says {source.documents}")
-    if source.digest is not None and digest.hexdigest() != source.digest:
-        raise IntegrityError(f"{where}: content digest does not match the manifest")
-    return digest
+async def _check_data(storage: Storage, source: SourceCollection) -> tuple[int, int]:
+    """Documents and BSON bytes of a data object that matches the manifest."""
+    assert source.data is not None
+    reader = DataObjectReader(f"{storage.url}/{source.data.name}", source.data)
+    async for chunk in storage.read(source.data.name):
+        await asyncio.to_thread(reader.feed, chunk)
+    digest = reader.finish(source)
+    return digest.documents, digest.bytes
