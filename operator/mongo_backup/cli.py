@@ -15,10 +15,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
+
+from pymongo import AsyncMongoClient
 
 from . import __version__
 from .engine import (
@@ -37,7 +40,14 @@ from .engine import (
     verify_backup,
 )
 from .engine.source import scrub
-from .storage import StorageAccessDenied, StorageError, StorageLocation, StorageSettings, open_storage
+from .storage import (
+    Storage,
+    StorageAccessDenied,
+    StorageError,
+    StorageLocation,
+    StorageSettings,
+    open_storage,
+)
 from .terminal import ProgressDisplay, human_bytes, human_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_INTEGRITY = 0, 1, 2, 3, 4
@@ -144,9 +154,23 @@ def storage_settings(args: argparse.Namespace) -> StorageSettings:
     )
 
 
-def _backup_storage(url: str, args: argparse.Namespace) -> tuple[Any, str]:
+def _backup_storage(url: str, args: argparse.Namespace) -> Storage:
     parent, name = StorageLocation.parse(url).split_name()
-    return open_storage(parent, storage_settings(args)).child(name), name
+    return open_storage(parent, storage_settings(args)).child(name)
+
+
+@asynccontextmanager
+async def _connected(
+    args: argparse.Namespace, url: str
+) -> AsyncIterator[tuple[AsyncMongoClient[Any], Storage]]:
+    """The MongoDB client and the backup's storage of a backup or restore, closed after it."""
+    uri = _require_uri(args)
+    async with AsyncExitStack() as stack:
+        client = open_client(uri)
+        stack.push_async_callback(client.close)
+        storage = _backup_storage(url, args)
+        stack.push_async_callback(storage.close)
+        yield client, storage
 
 
 def _require_uri(args: argparse.Namespace) -> str:
@@ -156,10 +180,7 @@ def _require_uri(args: argparse.Namespace) -> str:
 
 
 async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
-    uri = _require_uri(args)
-    storage, _ = _backup_storage(args.to, args)
-    client = open_client(uri)
-    try:
+    async with _connected(args, args.to) as (client, storage):
         options = BackupOptions(
             compression=args.compression,
             level=args.level,
@@ -168,9 +189,6 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
             parallel=args.parallel,
         )
         result = await run_backup(client, storage, options, display)
-    finally:
-        await client.close()
-        await storage.close()
     display.close()
     ratio = result.data_bytes / result.stored_bytes if result.stored_bytes else 0.0
     _say(
@@ -185,10 +203,7 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
 
 
 async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
-    uri = _require_uri(args)
-    storage, _ = _backup_storage(args.source, args)
-    client = open_client(uri)
-    try:
+    async with _connected(args, args.source) as (client, storage):
         options = RestoreOptions(
             include=args.ns_include,
             exclude=args.ns_exclude,
@@ -200,9 +215,6 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
             verify=not args.no_verify,
         )
         result = await run_restore(client, storage, options, display)
-    finally:
-        await client.close()
-        await storage.close()
     display.close()
     lines = [
         f"restore complete from {result.source}",
@@ -219,7 +231,7 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
 
 
 async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
-    storage, _ = _backup_storage(args.source, args)
+    storage = _backup_storage(args.source, args)
     try:
         result = await verify_backup(storage, display)
     finally:
