@@ -9,9 +9,9 @@ import kopf
 
 from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MongoBackupSpec, SpecError, parse_spec
 from ..engine.manifest import MANIFEST_NAME, manifest_checksum
-from ..runner import BackupJob, Failure, SecretUnavailable, drive, scrub
+from ..runner import BackupJob, Failure, SecretUnavailable, scrub
 from ..storage import StorageError
-from .hosting import fail_at_once, host, runnable
+from .hosting import run_daemon, runnable
 from .link import ResourceLink
 from .settings import runtime_of
 
@@ -24,18 +24,15 @@ DELETE_TRIES = 5
 async def run(
     body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
 ) -> None:
-    runtime = runtime_of(memo)
-    assert runtime.kube is not None and runtime.slots is not None
-    link = ResourceLink(runtime.kube, PLURAL, body, logger)
-    status = dict(body.get("status") or {})
-    try:
-        spec = parse_spec(MongoBackupSpec, body)
-    except SpecError as exc:
-        await fail_at_once(link, status, Failure("InvalidSpec", str(exc)))
-        return
-    job = BackupJob(link, spec, runtime.settings)
-    await host(
-        drive(job, link, status, meta.get("generation"), runtime.settings, runtime.slots), stopped, logger
+    await run_daemon(
+        PLURAL,
+        MongoBackupSpec,
+        lambda link, spec, status, runtime: BackupJob(link, spec, runtime.settings),
+        body,
+        meta,
+        memo,
+        stopped,
+        logger,
     )
 
 

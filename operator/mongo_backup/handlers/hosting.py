@@ -6,13 +6,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import kopf
+from pydantic import BaseModel
 
-from ..runner import Failure, ObjectLink
+from ..api import SpecError, parse_spec
+from ..runner import Failure, ObjectLink, drive
 from ..runner.conditions import now_iso, set_condition
+from ..runner.lifecycle import Job
+from .link import ResourceLink
+from .runtime import Runtime
+from .settings import runtime_of
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+async def run_daemon(
+    plural: str,
+    spec_model: type[SpecT],
+    make_job: Callable[[ResourceLink, SpecT, dict[str, Any], Runtime], Job],
+    body: kopf.Body,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+) -> None:
+    """What each kind's daemon does: parse the spec (a bad one fails at once), make the job,
+    and host its run until it ends or Kopf stops the daemon."""
+    runtime = runtime_of(memo)
+    assert runtime.kube is not None and runtime.slots is not None
+    link = ResourceLink(runtime.kube, plural, body, logger)
+    status = dict(body.get("status") or {})
+    try:
+        spec = parse_spec(spec_model, body)
+    except SpecError as exc:
+        await fail_at_once(link, status, Failure("InvalidSpec", str(exc)))
+        return
+    job = make_job(link, spec, status, runtime)
+    await host(
+        drive(job, link, status, meta.get("generation"), runtime.settings, runtime.slots), stopped, logger
+    )
 
 
 async def host(run: Coroutine[Any, Any, None], stopped: kopf.DaemonStopped, logger: Any) -> None:

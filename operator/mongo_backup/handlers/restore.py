@@ -7,11 +7,9 @@ from typing import Any
 
 import kopf
 
-from ..api import API_GROUP, API_VERSION, MONGO_RESTORE, MongoRestoreSpec, SpecError, parse_spec
-from ..runner import RESTORED_FIELD, Failure, RestoreJob, drive
-from .hosting import fail_at_once, host, runnable
-from .link import ResourceLink
-from .settings import runtime_of
+from ..api import API_GROUP, API_VERSION, MONGO_RESTORE, MongoRestoreSpec
+from ..runner import RESTORED_FIELD, RestoreJob
+from .hosting import run_daemon, runnable
 
 PLURAL = MONGO_RESTORE.plural
 
@@ -26,17 +24,15 @@ async def run(
     logger: Any,
     **_: Any,
 ) -> None:
-    runtime = runtime_of(memo)
-    assert runtime.kube is not None and runtime.slots is not None
-    link = ResourceLink(runtime.kube, PLURAL, body, logger)
-    status = dict(body.get("status") or {})
-    try:
-        spec = parse_spec(MongoRestoreSpec, body)
-    except SpecError as exc:
-        await fail_at_once(link, status, Failure("InvalidSpec", str(exc)))
-        return
-    already = list(status.get(RESTORED_FIELD) or [])
-    job = RestoreJob(link, uid, spec, already, runtime.settings)
-    await host(
-        drive(job, link, status, meta.get("generation"), runtime.settings, runtime.slots), stopped, logger
+    await run_daemon(
+        PLURAL,
+        MongoRestoreSpec,
+        lambda link, spec, status, runtime: RestoreJob(
+            link, uid, spec, list(status.get(RESTORED_FIELD) or []), runtime.settings
+        ),
+        body,
+        meta,
+        memo,
+        stopped,
+        logger,
     )
