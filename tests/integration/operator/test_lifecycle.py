@@ -22,15 +22,18 @@ from tests.integration.operator.harness import (
     waiting_with,
 )
 
+SLOW_DOCS = 120_000
+
 
 @pytest.fixture(scope="module")
 def slow_db(mongo_uri: str) -> str:
-    """Enough documents that a backup with parallelism 1 takes a good second here."""
+    """Enough documents that a backup with parallelism 1 takes several seconds even on a fast,
+    idle machine (18k documents once took 0.6 s: too short to see the run from outside)."""
     name = "slow_" + uuid.uuid4().hex[:8]
     client: MongoClient[Any] = MongoClient(mongo_uri)
     try:
         for coll in ("a", "b", "c"):
-            client[name][coll].insert_many([{"n": i, "p": "z" * 300} for i in range(6_000)])
+            client[name][coll].insert_many([{"n": i, "p": "z" * 300} for i in range(SLOW_DOCS // 3)])
     finally:
         client.close()
     return name  # left in place: the session's server is thrown away, and dropping it is slow
@@ -48,12 +51,12 @@ def test_runs_beyond_the_limit_wait_queued(
             kube,
             "mongobackups",
             "first",
-            lambda o: 0 < ((o["status"].get("progress") or {}).get("documentsDone") or 0) < 18_000,
+            lambda o: 0 < ((o["status"].get("progress") or {}).get("documentsDone") or 0) < SLOW_DOCS,
             what="progress while Running",
         )
         progress = running["status"]["progress"]
         assert running["status"]["phase"] == "Running"
-        assert progress["documentsTotal"] == 18_000 and 0 <= progress["percent"] < 100
+        assert progress["documentsTotal"] == SLOW_DOCS and 0 <= progress["percent"] < 100
         assert progress["rate"].endswith("/s")
         kube.apply(backup_object("second", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
         queued = wait_for(kube, "mongobackups", "second", waiting_with("Queued"))
