@@ -25,18 +25,28 @@ from tests.integration.operator.harness import (
 SLOW_DOCS = 120_000
 
 
-@pytest.fixture(scope="module")
-def slow_db(mongo_uri: str) -> str:
-    """Enough documents that a backup with parallelism 1 takes several seconds even on a fast,
-    idle machine (18k documents once took 0.6 s: too short to see the run from outside)."""
+def _load(mongo_uri: str, documents: int) -> str:
     name = "slow_" + uuid.uuid4().hex[:8]
     client: MongoClient[Any] = MongoClient(mongo_uri)
     try:
         for coll in ("a", "b", "c"):
-            client[name][coll].insert_many([{"n": i, "p": "z" * 300} for i in range(SLOW_DOCS // 3)])
+            client[name][coll].insert_many([{"n": i, "p": "z" * 300} for i in range(documents // 3)])
     finally:
         client.close()
     return name  # left in place: the session's server is thrown away, and dropping it is slow
+
+
+@pytest.fixture(scope="module")
+def slow_db(mongo_uri: str) -> str:
+    """Enough documents that a backup with parallelism 1 takes several seconds even on a fast,
+    idle machine (18k documents once took 0.6 s: too short to watch the run and queue another)."""
+    return _load(mongo_uri, SLOW_DOCS)
+
+
+@pytest.fixture
+def brief_db(mongo_uri: str) -> str:
+    """A backup of a good fraction of a second: long enough to be deleted while it runs."""
+    return _load(mongo_uri, 18_000)
 
 
 def test_runs_beyond_the_limit_wait_queued(
@@ -67,9 +77,9 @@ def test_runs_beyond_the_limit_wait_queued(
 
 
 def test_deleting_a_running_backup_stops_it_and_leaves_nothing(
-    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, slow_db: str, tmp_path: Path
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, brief_db: str, tmp_path: Path
 ) -> None:
-    kube.apply(backup_object("short-lived", str(tmp_path), [f"{slow_db}.*"], parallelism=1))
+    kube.apply(backup_object("short-lived", str(tmp_path), [f"{brief_db}.*"], parallelism=1))
     running = wait_for(kube, "mongobackups", "short-lived", phase_is("Running"), what="Running")
     # while it runs, the finalizer keeps the object until the run has stopped
     assert "mongobackup.io/finalizer" in running["metadata"].get("finalizers", [])
