@@ -25,21 +25,20 @@ from pymongo import AsyncMongoClient
 
 from . import __version__
 from .engine import (
-    BackupNotFound,
     BackupOptions,
     EngineError,
     IntegrityError,
-    InvalidInput,
-    RestoreConflict,
     RestoreOptions,
-    SourceUnavailable,
+    UsageError,
+    kind_of,
     list_backups,
     open_client,
     run_backup,
     run_restore,
     verify_backup,
 )
-from .engine.source import scrub
+from .engine.errors import EXIT_INTERRUPTED, EXIT_OK
+from .redact import install_log_filter, redact, register_uri
 from .storage import (
     Storage,
     StorageAccessDenied,
@@ -49,13 +48,6 @@ from .storage import (
     open_storage,
 )
 from .terminal import ProgressDisplay, human_bytes, human_seconds
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_INTEGRITY = 0, 1, 2, 3, 4
-EXIT_NOT_FOUND, EXIT_SOURCE, EXIT_STORAGE, EXIT_INTERRUPTED = 5, 6, 7, 130
-
-
-class UsageError(Exception):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mongo-backup {__version__}")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG, INFO, WARNING (default), ERROR",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def storage_flags(p: argparse.ArgumentParser) -> None:
@@ -335,24 +333,14 @@ _SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, RestoreConflict):
-        return EXIT_CONFLICT
-    if isinstance(exc, BackupNotFound):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, IntegrityError):
-        return EXIT_INTEGRITY
-    if isinstance(exc, SourceUnavailable):
-        return EXIT_SOURCE
-    if isinstance(exc, StorageError):
-        return EXIT_STORAGE
-    if isinstance(exc, UsageError | InvalidInput):
-        return EXIT_USAGE
-    return EXIT_FAILED
+    return kind_of(exc).exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    register_uri(getattr(args, "uri", None))  # masked in every message from here on
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    install_log_filter()
     if args.command in _SYNC_COMMANDS:
         sys.exit(_SYNC_COMMANDS[args.command](args))
     display = ProgressDisplay(enabled=None if not (args.quiet or args.json) else False)
@@ -372,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def _fail(args: argparse.Namespace, exc: BaseException) -> NoReturn:
     code = exit_code_for(exc)
-    message = scrub(str(exc), getattr(args, "uri", None))
+    message = redact(str(exc))
     if isinstance(exc, StorageAccessDenied):
         message = f"access denied: {message}"
     if args.json:

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from mongo_backup.engine.compression import CODECS, codec_for_suffix, get_codec
-from mongo_backup.engine.model import IntegrityError, InvalidInput
+from mongo_backup.engine.errors import IntegrityError, InvalidInput
 
 DATA = os.urandom(200_000) + b"abc" * 300_000
 

@@ -4,7 +4,7 @@ import bson
 import pytest
 
 from mongo_backup.engine.digest import BsonFramer, ContentDigest
-from mongo_backup.engine.model import IntegrityError
+from mongo_backup.engine.errors import IntegrityError
 
 
 def _docs(n: int) -> list[bytes]:

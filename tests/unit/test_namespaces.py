@@ -1,6 +1,6 @@
 import pytest
 
-from mongo_backup.engine.model import InvalidInput
+from mongo_backup.engine.errors import InvalidInput
 from mongo_backup.engine.namespaces import NamespaceFilter, NamespaceRenamer, is_system_namespace
 
 

@@ -9,49 +9,76 @@ Entry points (all async):
 `list_backups`, which takes the parent location.
 """
 
+from ..redact import mask_uri
 from .backup import run_backup
+from .errors import (
+    BackupExists,
+    BackupNameInUse,
+    BackupNotFound,
+    DocumentsRefused,
+    EngineError,
+    ErrorKind,
+    IncompleteBackup,
+    IntegrityError,
+    Interrupted,
+    InvalidInput,
+    ManifestInvalid,
+    RestoreConflict,
+    RestoreInProgress,
+    SourceAccessDenied,
+    SourceUnavailable,
+    UsageError,
+    VerificationFailed,
+    kind_of,
+)
 from .listing import list_backups
 from .model import (
     BackupListing,
-    BackupNotFound,
     BackupOptions,
     BackupResult,
     CollectionProgress,
     CollectionResult,
-    EngineError,
-    IntegrityError,
-    InvalidInput,
     Progress,
     ProgressCallback,
-    RestoreConflict,
     RestoredCollection,
     RestoreOptions,
     RestoreResult,
-    SourceUnavailable,
     VerifyResult,
 )
 from .restore import run_restore
-from .source import mask_uri, open_client
+from .source import open_client
 from .verify import verify_backup
 
 __all__ = [
+    "BackupExists",
     "BackupListing",
+    "BackupNameInUse",
     "BackupNotFound",
     "BackupOptions",
     "BackupResult",
     "CollectionProgress",
     "CollectionResult",
+    "DocumentsRefused",
     "EngineError",
+    "ErrorKind",
+    "IncompleteBackup",
     "IntegrityError",
+    "Interrupted",
     "InvalidInput",
+    "ManifestInvalid",
     "Progress",
     "ProgressCallback",
     "RestoreConflict",
+    "RestoreInProgress",
     "RestoreOptions",
     "RestoreResult",
     "RestoredCollection",
+    "SourceAccessDenied",
     "SourceUnavailable",
+    "UsageError",
+    "VerificationFailed",
     "VerifyResult",
+    "kind_of",
     "list_backups",
     "mask_uri",
     "open_client",

@@ -17,9 +17,10 @@ from ..storage import Storage, StorageError
 from .compression import Codec, get_codec
 from .cursor import batch_documents
 from .digest import ContentDigest
+from .errors import BackupExists, EngineError
 from .manifest import MANIFEST_NAME, BackupManifest, CollectionEntry, StoredObject, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, build_metadata, collection_file_stem
-from .model import BackupOptions, BackupResult, CollectionResult, EngineError, ProgressCallback
+from .model import BackupOptions, BackupResult, CollectionResult, ProgressCallback
 from .namespaces import SKIPPED_DATABASES, NamespaceFilter, is_system_namespace
 from .progress import ProgressTracker
 from .source import mongo_errors
@@ -208,7 +209,7 @@ async def prepare_location(storage: Storage, replace_partial: bool) -> None:
     """Refuse to write over a complete backup; clear or refuse a partial one."""
     leftovers = [info.name async for info in storage.list()]
     if MANIFEST_NAME in leftovers:
-        raise EngineError(f"{storage.url} already holds a complete backup: choose another name")
+        raise BackupExists(f"{storage.url} already holds a complete backup: choose another name")
     if not leftovers:
         return
     if not replace_partial:

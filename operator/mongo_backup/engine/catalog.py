@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from ..storage import ObjectNotFound, Storage
 from .compression import Codec, codec_for_suffix
+from .errors import BackupNotFound
 from .manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, parse_file_stem
-from .model import BackupNotFound
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from .model import IntegrityError, InvalidInput
+from .errors import IntegrityError, InvalidInput
 
 
 class StreamCompressor(abc.ABC):

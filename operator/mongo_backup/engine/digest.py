@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from hashlib import blake2b
 
-from .model import IntegrityError
+from .errors import IntegrityError
 
 DIGEST_PREFIX = "b2sum128:"
 _MOD = 1 << 128

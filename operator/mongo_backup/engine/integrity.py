@@ -6,7 +6,7 @@ import hashlib
 
 from .catalog import SourceCollection, SourceObject
 from .digest import BsonFramer, ContentDigest
-from .model import IntegrityError
+from .errors import IntegrityError
 
 
 def check_stored(where: str, expected: SourceObject, size: int, sha256: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..storage import Storage
+from .errors import IntegrityError
 from .manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
-from .model import BackupListing, IntegrityError
+from .model import BackupListing
 
 
 async def list_backups(storage: Storage) -> list[BackupListing]:

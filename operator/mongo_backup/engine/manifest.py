@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .model import IntegrityError
+from .errors import IntegrityError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "mongo-backup"

@@ -11,7 +11,7 @@ from uuid import UUID
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from .model import IntegrityError
+from .errors import IntegrityError
 
 METADATA_SUFFIX = ".metadata.json"
 #: characters kept as they are in file names (docs/FORMAT.md, section 1); the rest is %XX

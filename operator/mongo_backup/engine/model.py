@@ -14,31 +14,6 @@ Compression = Literal["zstd", "gzip", "none"]
 ConflictPolicy = Literal["fail", "drop"]
 
 
-class EngineError(Exception):
-    """A run failed for a reason the user can act on. The message is one line that names
-    what is wrong and where (collection, object); it never contains credentials."""
-
-
-class InvalidInput(EngineError):
-    """An option, pattern or URI is malformed: fix the input, retrying will not help."""
-
-
-class RestoreConflict(EngineError):
-    """A target collection exists and is not empty, and the policy is `fail`."""
-
-
-class BackupNotFound(EngineError):
-    """The location holds no complete backup (no manifest.json)."""
-
-
-class IntegrityError(EngineError):
-    """A stored object does not match the manifest (checksum, framing, count or digest)."""
-
-
-class SourceUnavailable(EngineError):
-    """MongoDB cannot be reached or refused us (auth, network, timeout)."""
-
-
 @dataclass(frozen=True)
 class BackupOptions:
     compression: Compression = "zstd"

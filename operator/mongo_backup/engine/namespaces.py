@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .model import InvalidInput
+from .errors import InvalidInput
 
 #: databases mongodump leaves out of a full dump
 SKIPPED_DATABASES = frozenset({"local", "config"})

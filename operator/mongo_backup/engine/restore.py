@@ -20,14 +20,12 @@ from ..storage import Storage
 from .catalog import Catalog, SourceCollection, load_catalog
 from .cursor import batch_documents, read_digest
 from .digest import ContentDigest
+from .errors import EngineError, IntegrityError, RestoreConflict
 from .integrity import DataObjectReader, check_stored
 from .metadata import parse_metadata
 from .model import (
     CollectionProgress,
-    EngineError,
-    IntegrityError,
     ProgressCallback,
-    RestoreConflict,
     RestoredCollection,
     RestoreOptions,
     RestoreResult,

@@ -8,8 +8,9 @@ import hashlib
 
 from ..storage import ObjectNotFound, Storage
 from .catalog import SourceCollection, load_catalog
+from .errors import BackupNotFound, IntegrityError
 from .integrity import DataObjectReader, check_stored
-from .model import BackupNotFound, IntegrityError, ProgressCallback, VerifyResult
+from .model import ProgressCallback, VerifyResult
 from .progress import ProgressTracker
 
 

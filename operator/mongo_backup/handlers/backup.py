@@ -9,8 +9,9 @@ import kopf
 
 from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MongoBackupSpec, SpecError, parse_spec
 from ..engine.manifest import MANIFEST_NAME, manifest_checksum
-from ..runner import BackupJob, Failure, SecretUnavailable, scrub
-from ..storage import StorageError
+from ..redact import redact
+from ..runner import BackupJob, Failure, SecretUnavailable
+from ..storage import BucketNotFound, ObjectNotFound, StorageError
 from .hosting import run_daemon, runnable
 from .link import ResourceLink
 from .settings import runtime_of
@@ -72,8 +73,8 @@ async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, log
         finally:
             await storage.close()
     except (SpecError, SecretUnavailable, StorageError, Failure) as exc:
-        message = scrub(getattr(exc, "message", None) or str(exc))
-        if isinstance(exc, StorageError) and "does not exist" in message:
+        message = redact(getattr(exc, "message", None) or str(exc))
+        if isinstance(exc, BucketNotFound | ObjectNotFound):
             return  # already gone
         if retry + 1 < DELETE_TRIES:
             raise kopf.TemporaryError(f"cannot delete the stored backup yet: {message}", delay=10) from None

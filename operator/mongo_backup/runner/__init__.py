@@ -4,7 +4,7 @@ handlers hand it an `ObjectLink` to the cluster."""
 
 from .backup import BackupJob
 from .cluster import EventType, ObjectLink, SecretUnavailable
-from .failures import Failure, classify, scrub
+from .failures import Failure, classify, one_line
 from .lifecycle import TERMINAL_PHASES, Job, Outcome, Slots, Waiting, drive
 from .restore import RESTORED_FIELD, RestoreJob, run_id_of
 from .settings import RunnerSettings
@@ -25,6 +25,6 @@ __all__ = [
     "Waiting",
     "classify",
     "drive",
+    "one_line",
     "run_id_of",
-    "scrub",
 ]

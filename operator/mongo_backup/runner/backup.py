@@ -63,12 +63,7 @@ class BackupJob:
                 parallel=self.spec.parallelism,
                 replace_partial=resumed,
             )
-            try:
-                result = await run_backup(client, storage, options, progress=reporter)
-            except EngineError as exc:
-                if "already holds a complete backup" in str(exc):
-                    raise Failure("BackupExists", str(exc)) from None
-                raise
+            result = await run_backup(client, storage, options, progress=reporter)
             stored = sum([info.size async for info in storage.list()])
             return backup_outcome(result, stored, reporter)
         finally:

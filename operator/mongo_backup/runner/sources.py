@@ -14,6 +14,7 @@ from ..api.common import (
     SecretKeyRef,
     StorageSpec,
 )
+from ..redact import register_secret, register_uri
 from ..storage import StorageSettings
 from .cluster import ObjectLink, SecretUnavailable
 
@@ -26,6 +27,7 @@ _CREDENTIAL_KEYS = {
 
 async def mongo_uri(link: ObjectLink, ref: SecretKeyRef) -> str:
     uri = (await link.read_secret_key(ref.name, ref.key)).strip()
+    register_uri(uri)  # masked in status, events and logs from here on
     if not uri:
         raise SecretUnavailable(
             "SecretKeyNotFound", f"key {ref.key!r} of Secret {link.namespace}/{ref.name} is empty"
@@ -41,6 +43,8 @@ async def storage_settings(link: ObjectLink, spec: StorageSpec) -> StorageSettin
         data = await link.read_secret(ref.name)
         wanted = _CREDENTIAL_KEYS[spec.backend]
         credentials = {key: data[key] for key in wanted if data.get(key)}
+        for value in credentials.values():
+            register_secret(value)
         if not credentials:
             raise SecretUnavailable(
                 "SecretKeyNotFound",

@@ -1,6 +1,8 @@
 """Object storage behind one small async interface; one module per backend."""
 
 from .base import (
+    BucketNotFound,
+    InvalidStorageURL,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -14,6 +16,8 @@ from .location import StorageLocation, StorageSettings, open_storage
 from .retry import RetryPolicy
 
 __all__ = [
+    "BucketNotFound",
+    "InvalidStorageURL",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",

@@ -31,6 +31,7 @@ from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
 from .base import (
     DEFAULT_CHUNK_SIZE,
+    BucketNotFound,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -61,7 +62,7 @@ def translate(exc: BaseException, what: str) -> StorageError:
     detail = f"{code}" if code else safe_detail(exc)
     if isinstance(exc, ResourceNotFoundError):
         if code == "ContainerNotFound":
-            return StorageError(f"{what} failed: the container does not exist ({code})")
+            return BucketNotFound(f"{what} failed: the container does not exist ({code})")
         return ObjectNotFound(f"{what} failed: not found ({detail})")
     if isinstance(exc, ClientAuthenticationError):
         return StorageAccessDenied(f"{what} failed: access denied ({detail})")
@@ -225,7 +226,7 @@ class AzureStorage(Storage):
         try:
             return await retry_call(self.settings.retry, what, translate, func)
         except StorageError as exc:
-            if "container does not exist" in str(exc) or isinstance(exc, StorageAccessDenied):
+            if isinstance(exc, BucketNotFound | StorageAccessDenied):
                 raise type(exc)(f"{exc} (container {self.container_name!r})") from exc
             raise
 

@@ -25,6 +25,14 @@ class ObjectNotFound(StorageError):
     pass
 
 
+class BucketNotFound(StorageError):
+    """The bucket or container itself does not exist."""
+
+
+class InvalidStorageURL(StorageError):
+    """A storage URL or object name that cannot be used as given: fix the input."""
+
+
 class ObjectExists(StorageError):
     """A write would replace a finished object and the caller did not allow it."""
 

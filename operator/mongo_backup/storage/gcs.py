@@ -35,6 +35,7 @@ from google.cloud import storage as gcs
 
 from .base import (
     DEFAULT_CHUNK_SIZE,
+    BucketNotFound,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -181,7 +182,9 @@ class GcsWriter(ObjectWriter):
         try:
             return await retry_call(storage.settings.retry, self._what, translate, start)
         except ObjectNotFound as exc:
-            raise StorageError(f"{self._what} failed: bucket {storage.bucket_name!r} does not exist") from exc
+            raise BucketNotFound(
+                f"{self._what} failed: bucket {storage.bucket_name!r} does not exist"
+            ) from exc
 
     async def _send_chunk(self, chunk: bytes | bytearray | memoryview, final: bool) -> None:
         start = self._offset
@@ -284,7 +287,9 @@ class GcsWriter(ObjectWriter):
                     return existing
             raise ObjectExists(f"{storage.url}/{self.name} already exists") from None
         except ObjectNotFound as exc:
-            raise StorageError(f"{self._what} failed: bucket {storage.bucket_name!r} does not exist") from exc
+            raise BucketNotFound(
+                f"{self._what} failed: bucket {storage.bucket_name!r} does not exist"
+            ) from exc
         return dict(blob._properties)
 
     def _check(self, result: dict[str, Any]) -> None:
@@ -493,7 +498,7 @@ class GcsStorage(Storage):
         try:
             found = await retry_call(self.settings.retry, what, translate, list_all)
         except ObjectNotFound as exc:
-            raise StorageError(f"{what} failed: bucket {self.bucket_name!r} does not exist") from exc
+            raise BucketNotFound(f"{what} failed: bucket {self.bucket_name!r} does not exist") from exc
         for info in sorted(found, key=lambda i: i.name):
             yield info
 

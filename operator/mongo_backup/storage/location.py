@@ -22,11 +22,12 @@ Without them each backend uses the environment's ambient credentials:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .base import Storage, StorageError
+from .base import InvalidStorageURL, Storage
 from .retry import RetryPolicy
 
 SCHEMES = ("file", "gs", "s3", "azure")
@@ -59,19 +60,20 @@ class StorageLocation:
         parts = urlsplit(url)
         scheme = parts.scheme
         if scheme == "":
-            # A bare path is a folder: the CLI accepts `./backups` as well as `file://...`.
-            return cls("file", "", url.rstrip("/") or "/")
+            # A bare path is a folder: the CLI accepts `./backups` as well as `file://...`;
+            # a relative one is relative to the working directory.
+            return cls("file", "", os.path.abspath(url).rstrip("/") or "/")
         if scheme not in SCHEMES:
-            raise StorageError(
+            raise InvalidStorageURL(
                 f"unsupported storage URL {url!r}: scheme must be one of "
                 + ", ".join(f"{s}://" for s in SCHEMES)
             )
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
-                raise StorageError(f"file URL {url!r} must be file:///absolute/path")
+                raise InvalidStorageURL(f"file URL {url!r} must be file:///absolute/path")
             return cls("file", "", parts.path.rstrip("/") or "/")
         if not parts.netloc:
-            raise StorageError(f"storage URL {url!r} names no bucket or container")
+            raise InvalidStorageURL(f"storage URL {url!r} names no bucket or container")
         return cls(scheme, parts.netloc, parts.path.strip("/"))
 
     @property
@@ -84,7 +86,7 @@ class StorageLocation:
         """A backup URL's parent location and the backup's name (its last segment)."""
         head, _, name = self.path.rstrip("/").rpartition("/")
         if not name or (self.scheme == "file" and not head and not self.path.startswith("/")):
-            raise StorageError(f"backup URL {self.url!r} must end with the backup's name")
+            raise InvalidStorageURL(f"backup URL {self.url!r} must end with the backup's name")
         if self.scheme == "file":
             head = head or "/"
         return StorageLocation(self.scheme, self.bucket, head), name
@@ -132,4 +134,4 @@ def open_storage(url: str | StorageLocation, settings: StorageSettings | None = 
         from .azure import AzureStorage
 
         return AzureStorage(loc.bucket, loc.path, settings)
-    raise StorageError(f"storage backend {loc.scheme}:// is not available in this build")
+    raise InvalidStorageURL(f"storage backend {loc.scheme}:// is not available in this build")

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from .base import (
     DEFAULT_CHUNK_SIZE,
+    BucketNotFound,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -71,7 +72,7 @@ def translate(exc: BaseException, what: str) -> StorageError:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         detail = f"{code}: {error.get('Message', '')}".strip(": ")
         if code == "NoSuchBucket":
-            return StorageError(f"{what} failed: the bucket does not exist ({detail})")
+            return BucketNotFound(f"{what} failed: the bucket does not exist ({detail})")
         if code in _DENIED:
             return StorageAccessDenied(f"{what} failed: access denied ({detail})")
         if code in _TRANSIENT:
@@ -292,10 +293,9 @@ class S3Storage(Storage):
         try:
             return await retry_call(self.settings.retry, what, translate, func)
         except StorageError as exc:
-            if "the bucket does not exist" in str(exc) or isinstance(exc, StorageAccessDenied):
+            if isinstance(exc, BucketNotFound | StorageAccessDenied):
                 # Name the bucket: the object URL in `what` may be a child's.
-                if f"s3://{self.bucket}" not in str(exc):
-                    raise type(exc)(f"{exc} (bucket {self.bucket!r})") from exc
+                raise type(exc)(f"{exc} (bucket {self.bucket!r})") from exc
             raise
 
     def open_write(self, name: str, *, overwrite: bool = False, size_hint: int | None = None) -> ObjectWriter:
