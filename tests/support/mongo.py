@@ -23,26 +23,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class SecantusProcess:
+    """A SecantusDB server in a child process that a test may stop, kill and start again
+    (same port, same storage)."""
+
+    def __init__(self, storage: Path | str, *, standalone: bool = False) -> None:
+        self.storage = str(storage)
+        self.standalone = standalone
+        self.port = free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}/" + ("" if standalone else "?replicaSet=secantus")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SecantusProcess:
+        args = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--storage-path", self.storage, "--log-level", "WARNING"]
+        if self.standalone:
+            args.append("--standalone")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_ready(self.proc, f"mongodb://127.0.0.1:{self.port}/?directConnection=true")
+        return self
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
 @contextmanager
 def secantus_server(storage: Path | str, *, standalone: bool = False) -> Iterator[str]:
     """Start SecantusDB (replica-set mode unless `standalone`) and yield its URI."""
-    port = free_port()
-    args = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--storage-path", str(storage), "--log-level", "WARNING"]
-    if standalone:
-        args.append("--standalone")
-    uri = f"mongodb://127.0.0.1:{port}/" + ("" if standalone else "?replicaSet=secantus")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = SecantusProcess(storage, standalone=standalone).start()
     try:
-        _wait_ready(proc, f"mongodb://127.0.0.1:{port}/?directConnection=true")
-        yield uri
+        yield server.uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], uri: str, timeout: float = 30.0) -> None:

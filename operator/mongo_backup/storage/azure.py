@@ -273,7 +273,7 @@ class AzureStorage(Storage):
             for i in range(0, len(data), chunk_size):
                 yield data[i : i + chunk_size] if len(data) > chunk_size else data
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
         key_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
 

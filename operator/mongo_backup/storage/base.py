@@ -9,6 +9,7 @@ nothing behind, and a finished object is never overwritten unless the caller ask
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,8 @@ class ObjectInfo:
     modified: datetime | None = None
     # Backend-reported checksum, when there is one (e.g. "md5:...", "crc32c:...").
     checksum: str | None = None
+    #: an unfinished write (a killed writer's temporary file), listed only on request
+    partial: bool = False
 
 
 class ObjectWriter(abc.ABC):
@@ -112,8 +115,11 @@ class Storage(abc.ABC):
         """Raises ObjectNotFound."""
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Every finished object whose name starts with `prefix`, in name order."""
+    def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
+        """Every finished object whose name starts with `prefix`, in name order. With
+        `partial`, also the visible leftovers of unfinished writes (`ObjectInfo.partial`),
+        which `delete` removes like any object; backends whose unfinished writes are
+        invisible (cloud uploads) list none."""
 
     @abc.abstractmethod
     async def delete(self, name: str) -> None:
@@ -177,11 +183,11 @@ class PrefixedStorage(Storage):
 
     async def stat(self, name: str) -> ObjectInfo:
         info = await self._parent.stat(self._full(name))
-        return ObjectInfo(name, info.size, info.modified, info.checksum)
+        return dataclasses.replace(info, name=name)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        async for info in self._parent.list(self._full(prefix)):
-            yield ObjectInfo(info.name[len(self._prefix) :], info.size, info.modified, info.checksum)
+    async def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
+        async for info in self._parent.list(self._full(prefix), partial=partial):
+            yield dataclasses.replace(info, name=info.name[len(self._prefix) :])
 
     async def delete(self, name: str) -> None:
         await self._parent.delete(self._full(name))

@@ -143,11 +143,11 @@ class FilesystemStorage(Storage):
             raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
         return ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        for info in await asyncio.to_thread(self._list_sync, prefix):
+    async def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
+        for info in await asyncio.to_thread(self._list_sync, prefix, partial):
             yield info
 
-    def _list_sync(self, prefix: str) -> builtins.list[ObjectInfo]:
+    def _list_sync(self, prefix: str, partial: bool) -> builtins.list[ObjectInfo]:
         found: builtins.list[ObjectInfo] = []
         if not self.root.is_dir():
             return found
@@ -158,13 +158,18 @@ class FilesystemStorage(Storage):
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
             for filename in filenames:
-                if TEMP_MARKER in filename and filename.startswith("."):
+                unfinished = TEMP_MARKER in filename and filename.startswith(".")
+                if unfinished and not partial:
                     continue
                 full = Path(dirpath) / filename
                 name = full.relative_to(self.root).as_posix()
                 if name.startswith(prefix):
-                    st = full.stat()
-                    found.append(ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+                    try:
+                        st = full.stat()
+                    except FileNotFoundError:  # a temporary file committed or aborted meanwhile
+                        continue
+                    modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                    found.append(ObjectInfo(name, st.st_size, modified, partial=unfinished))
         found.sort(key=lambda i: i.name)
         return found
 

@@ -486,7 +486,7 @@ class GcsStorage(Storage):
 
         return resumable_stream(self.settings.retry, what, translate, size, open_at)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
         key_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         what = f"list of {self.url}/{prefix}"

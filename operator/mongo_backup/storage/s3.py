@@ -340,7 +340,7 @@ class S3Storage(Storage):
         except ObjectNotFound as exc:
             raise ObjectNotFound(f"{self.url}/{name} disappeared while being read") from exc
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
         key_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
 
