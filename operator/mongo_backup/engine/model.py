@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from .errors import InvalidInput
+from .namespaces import NamespaceFilter, NamespaceRenamer
 
 Compression = Literal["zstd", "gzip", "none"]
 ConflictPolicy = Literal["fail", "drop"]
@@ -32,6 +33,7 @@ class BackupOptions:
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel)
+        NamespaceFilter(self.include, self.exclude)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class RestoreOptions:
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel, insert_workers=self.insert_workers)
+        # patterns are checked before anything is read: a typo is exit 2 whatever the source
+        NamespaceFilter(self.include, self.exclude)
+        NamespaceRenamer(self.ns_from, self.ns_to)
 
 
 def _at_least_one(**counts: int) -> None:
