@@ -81,6 +81,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
 def log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"unknown log level {text!r}: choose one of {', '.join(LOG_LEVELS)}")
@@ -104,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def storage_flags(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("storage")
-        g.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2...)")
+        g.add_argument("--s3-endpoint", type=http_url, help="S3-compatible endpoint URL (MinIO, Ceph, R2...)")
         g.add_argument("--s3-region", help="S3 region")
         g.add_argument("--s3-path-style", action="store_true", help="path-style S3 addressing")
         g.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="S3 server-side encryption")
         g.add_argument("--s3-kms-key-id", help="KMS key id for --s3-sse aws:kms")
         g.add_argument("--s3-storage-class", help="S3 storage class, e.g. STANDARD_IA")
-        g.add_argument("--azure-account-url", help="https://ACCOUNT.blob.core.windows.net")
+        g.add_argument("--azure-account-url", type=http_url, help="https://ACCOUNT.blob.core.windows.net")
 
     def uri_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -300,7 +306,11 @@ def cmd_crds(args: argparse.Namespace) -> int:
     from .api.crdgen import render_crds, write_crds
 
     if args.out:
-        for path in write_crds(args.out):
+        try:
+            written = write_crds(args.out)
+        except OSError as exc:
+            raise UsageError(f"cannot write the CRDs into --out {args.out}: {exc.strerror or exc}") from None
+        for path in written:
             print(path)
     else:
         print("---\n".join(render_crds().values()), end="")
@@ -371,6 +381,9 @@ _SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+_LIBRARY_LOGGERS = ("azure", "google", "botocore", "boto3", "urllib3", "pymongo")
+
+
 def exit_code_for(exc: BaseException) -> int:
     return kind_of(exc).exit_code
 
@@ -388,10 +401,19 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
     args = build_parser().parse_args(argv)
     register_uri(getattr(args, "uri", None))  # masked in every message from here on
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.log_level not in ("DEBUG", "INFO"):
+        # the libraries' own warnings (a credential chain's attempts, retries) span lines and
+        # say less than our one line does
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     install_log_redaction()
     warnings.showwarning = _warning_as_log_line
     if args.command in _SYNC_COMMANDS:
-        sys.exit(_SYNC_COMMANDS[args.command](args))
+        try:
+            code = _SYNC_COMMANDS[args.command](args)
+        except Exception as exc:
+            _fail(args, exc)
+        sys.exit(code)
     display = ProgressDisplay(enabled=None if not (args.quiet or args.json) else False)
     try:
         result = asyncio.run(_ASYNC_COMMANDS[args.command](args, display))

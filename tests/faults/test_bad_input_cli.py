@@ -171,6 +171,31 @@ CASES = [
         STORAGE,
         "access denied: cannot write ",
     ),
+    Case(
+        "--s3-endpoint that is not a URL",
+        lambda w: ["ls", "s3://bucket/prefix", "--s3-endpoint", "minio.local"],
+        USAGE,
+        "argument --s3-endpoint: 'minio.local' is not an http:// or https:// URL",
+    ),
+    Case(
+        "gs:// without any credentials",
+        lambda w: ["ls", "gs://some-bucket/prefix"],
+        STORAGE,
+        "access denied: gs:// storage needs credentials",
+        env=lambda w: {
+            "GOOGLE_APPLICATION_CREDENTIALS": "",
+            "STORAGE_EMULATOR_HOST": "",
+            "CLOUDSDK_CONFIG": str(w.tmp),  # no gcloud login of this machine's user
+            "GCE_METADATA_HOST": "127.0.0.1:9",  # nor a metadata server
+            "GCE_METADATA_IP": "127.0.0.1:9",
+        },
+    ),
+    Case(
+        "crds --out under a regular file",
+        lambda w: ["crds", "--out", f"{w.a_file}/crds"],
+        USAGE,
+        "cannot write the CRDs into --out {tmp}/a-file/crds",
+    ),
     # where the backup comes from
     Case(
         "verify a relative folder that is not there",
