@@ -4,6 +4,13 @@ Exit codes (stable, for scripts):
   0 success · 1 failed · 2 bad usage or input · 3 restore conflict · 4 integrity problem
   (corrupt or incomplete backup, verification failed) · 5 backup not found · 6 MongoDB
   unreachable or refused access · 7 storage error · 130 interrupted
+
+Everything the command prints goes through `redact` (`_emit`), every error is one line, and
+an error we did not foresee is one line too ("internal error: ..."), its traceback only in
+the DEBUG log.
+
+Failpoints (mongo_backup.engine.failpoints): `backup.connect`, `restore.connect`: before the
+MongoDB client and the storage are opened.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
@@ -22,11 +30,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from . import __version__
 from .engine import (
     BackupOptions,
-    EngineError,
     IntegrityError,
     RestoreOptions,
     UsageError,
@@ -37,21 +45,56 @@ from .engine import (
     run_restore,
     verify_backup,
 )
-from .engine.errors import EXIT_INTERRUPTED, EXIT_OK
-from .redact import install_log_filter, redact, register_uri
+from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
+from .engine.failpoints import failpoint
+from .engine.source import translate
+from .redact import install_log_redaction, redact, register_uri
 from .storage import (
     Storage,
     StorageAccessDenied,
-    StorageError,
     StorageLocation,
     StorageSettings,
     open_storage,
 )
 from .terminal import ProgressDisplay, human_bytes, human_seconds
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+log = logging.getLogger("mongo_backup.cli")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (naming the flag), masked like every output."""
+
+    def error(self, message: str) -> NoReturn:
+        _emit(sys.stderr, f"{self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(EXIT_USAGE)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"unknown log level {text!r}: choose one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mongo-backup",
         description="Back up and restore MongoDB as streamed raw BSON; run the Kubernetes operator.",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 restore conflict, 4 integrity, 5 backup not found, "
@@ -61,23 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="DEBUG, INFO, WARNING (default), ERROR",
+        "--log-level", default="WARNING", type=log_level, help="DEBUG, INFO, WARNING (default), ERROR"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def storage_flags(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("storage")
-        g.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2...)")
+        g.add_argument("--s3-endpoint", type=http_url, help="S3-compatible endpoint URL (MinIO, Ceph, R2...)")
         g.add_argument("--s3-region", help="S3 region")
         g.add_argument("--s3-path-style", action="store_true", help="path-style S3 addressing")
         g.add_argument("--s3-sse", choices=["AES256", "aws:kms"], help="S3 server-side encryption")
         g.add_argument("--s3-kms-key-id", help="KMS key id for --s3-sse aws:kms")
         g.add_argument("--s3-storage-class", help="S3 storage class, e.g. STANDARD_IA")
-        g.add_argument("--azure-account-url", help="https://ACCOUNT.blob.core.windows.net")
+        g.add_argument("--azure-account-url", type=http_url, help="https://ACCOUNT.blob.core.windows.net")
 
     def uri_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -94,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, help="compression level (zstd 1-22, default 3; gzip 1-9, default 6)")
     p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN", help="e.g. 'db.*'")
     p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
-    p.add_argument("--parallel", type=int, default=4, help="collections at once (default 4)")
+    p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
     storage_flags(p)
 
     p = sub.add_parser("restore", help="restore a backup (or a mongodump directory) into MongoDB")
@@ -105,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ns-from", action="append", default=[], metavar="PATTERN", help="e.g. 'db.*'")
     p.add_argument("--ns-to", action="append", default=[], metavar="PATTERN", help="e.g. 'db2.*'")
     p.add_argument("--on-conflict", choices=["fail", "drop"], default="fail")
-    p.add_argument("--parallel", type=int, default=4, help="collections at once (default 4)")
-    p.add_argument("--insert-workers", type=int, default=2, help="insert workers per collection")
+    p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
+    p.add_argument("--insert-workers", type=positive_int, default=2, help="insert workers per collection")
     p.add_argument("--no-verify", action="store_true", help="skip reading back restored collections")
     storage_flags(p)
 
@@ -129,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-concurrent-runs",
-        type=int,
+        type=positive_int,
         default=int(os.environ.get("MONGO_BACKUP_MAX_CONCURRENT_RUNS", "2")),
     )
     p.add_argument(
@@ -163,6 +202,7 @@ async def _connected(
 ) -> AsyncIterator[tuple[AsyncMongoClient[Any], Storage]]:
     """The MongoDB client and the backup's storage of a backup or restore, closed after it."""
     uri = _require_uri(args)
+    await failpoint(f"{args.command}.connect")
     async with AsyncExitStack() as stack:
         client = open_client(uri)
         stack.push_async_callback(client.close)
@@ -266,7 +306,11 @@ def cmd_crds(args: argparse.Namespace) -> int:
     from .api.crdgen import render_crds, write_crds
 
     if args.out:
-        for path in write_crds(args.out):
+        try:
+            written = write_crds(args.out)
+        except OSError as exc:
+            raise UsageError(f"cannot write the CRDs into --out {args.out}: {exc.strerror or exc}") from None
+        for path in written:
             print(path)
     else:
         print("---\n".join(render_crds().values()), end="")
@@ -298,7 +342,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.json:
-        print(text)
+        _emit(sys.stdout, text)
+
+
+def _emit(stream: Any, text: str) -> None:
+    """Every line the command prints, masked."""
+    print(redact(text), file=stream, flush=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -332,41 +381,85 @@ _SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+_LIBRARY_LOGGERS = ("azure", "google", "botocore", "boto3", "urllib3", "pymongo")
+
+
 def exit_code_for(exc: BaseException) -> int:
     return kind_of(exc).exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # before or after the command's own event loop ran
+        _emit(sys.stderr, "mongo-backup: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _main(argv: Sequence[str] | None) -> NoReturn:
+    register_uri(os.environ.get("MONGODB_URI"))  # masked even in a usage error
     args = build_parser().parse_args(argv)
     register_uri(getattr(args, "uri", None))  # masked in every message from here on
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    install_log_filter()
+    if args.log_level not in ("DEBUG", "INFO"):
+        # the libraries' own warnings (a credential chain's attempts, retries) span lines and
+        # say less than our one line does
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    install_log_redaction()
+    warnings.showwarning = _warning_as_log_line
     if args.command in _SYNC_COMMANDS:
-        sys.exit(_SYNC_COMMANDS[args.command](args))
+        try:
+            code = _SYNC_COMMANDS[args.command](args)
+        except Exception as exc:
+            _fail(args, exc)
+        sys.exit(code)
     display = ProgressDisplay(enabled=None if not (args.quiet or args.json) else False)
     try:
         result = asyncio.run(_ASYNC_COMMANDS[args.command](args, display))
     except KeyboardInterrupt:
         display.close()
-        print("mongo-backup: interrupted", file=sys.stderr)
+        _emit(sys.stderr, f"mongo-backup {args.command}: interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except (EngineError, StorageError, UsageError) as exc:
+    except PyMongoError as exc:  # one the engine did not translate: the same words
+        display.close()
+        _fail(args, translate(exc, args.command))
+    except Exception as exc:
         display.close()
         _fail(args, exc)
     if args.json:
-        print(json.dumps({"ok": True, "command": args.command, "result": result}, indent=2))
+        _emit(sys.stdout, json.dumps({"ok": True, "command": args.command, "result": result}, indent=2))
     sys.exit(EXIT_OK)
 
 
 def _fail(args: argparse.Namespace, exc: BaseException) -> NoReturn:
-    code = exit_code_for(exc)
-    message = redact(str(exc))
-    if isinstance(exc, StorageAccessDenied):
+    kind = kind_of(exc)
+    text = redact(str(exc).strip())  # before any encoding (JSON escapes what it masks)
+    message = text.splitlines()[0] if text else type(exc).__name__
+    if kind is UNEXPECTED:  # a bug of ours: say so, keep the traceback for --log-level DEBUG
+        log.debug("internal error", exc_info=exc)
+        message = f"internal error: {type(exc).__name__}: {message}"
+    elif isinstance(exc, StorageAccessDenied):
         message = f"access denied: {message}"
     if args.json:
-        print(json.dumps({"ok": False, "command": args.command, "error": message, "exitCode": code}))
-    print(f"mongo-backup {args.command}: {message}", file=sys.stderr)
-    sys.exit(code)
+        _emit(
+            sys.stdout,
+            json.dumps({"ok": False, "command": args.command, "error": message, "exitCode": kind.exit_code}),
+        )
+    _emit(sys.stderr, f"mongo-backup {args.command}: {message}")
+    sys.exit(kind.exit_code)
+
+
+def _warning_as_log_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning as one log line (the default prints the source line too)."""
+    logging.getLogger("py.warnings").warning("%s: %s", category.__name__, message)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import time
 from typing import TextIO
 
 from .engine import Progress
+from .redact import redact
 
 _REDRAW_SECONDS = 0.5
 _SHOWN_COLLECTIONS = 4
@@ -65,7 +66,7 @@ class ProgressDisplay:
         if len(active) > _SHOWN_COLLECTIONS:
             lines.append(f"  ... and {len(active) - _SHOWN_COLLECTIONS} more")
         self._erase()
-        self._stream.write("\n".join(lines) + "\n")
+        self._stream.write(redact("\n".join(lines)) + "\n")  # names come from the server and the backup
         self._stream.flush()
         self._lines = len(lines)
 

@@ -104,13 +104,20 @@ class CliRun:
         return CliResult(self.proc.returncode, out, err)
 
 
-def run_cli(args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 300) -> CliResult:
-    """Run `mongo-backup ARGS` to its end."""
+def run_cli(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    cwd: str | os.PathLike[str] | None = None,
+) -> CliResult:
+    """Run `mongo-backup ARGS` to its end (in `cwd`: relative paths are relative to it)."""
     done = subprocess.run(
         [sys.executable, "-m", "mongo_backup.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from .errors import InvalidInput
+from .namespaces import NamespaceFilter, NamespaceRenamer
+
 Compression = Literal["zstd", "gzip", "none"]
 ConflictPolicy = Literal["fail", "drop"]
 
@@ -27,6 +30,10 @@ class BackupOptions:
     #: when the location holds a partial backup (objects, no manifest) from a lost attempt,
     #: delete it first instead of failing
     replace_partial: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least_one(parallel=self.parallel)
+        NamespaceFilter(self.include, self.exclude)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,19 @@ class RestoreOptions:
     #: this run was started before and is taken up again: a target that already holds exactly
     #: the backup's data was swapped in by the lost attempt and counts as restored
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least_one(parallel=self.parallel, insert_workers=self.insert_workers)
+        # patterns are checked before anything is read: a typo is exit 2 whatever the source
+        NamespaceFilter(self.include, self.exclude)
+        NamespaceRenamer(self.ns_from, self.ns_to)
+
+
+def _at_least_one(**counts: int) -> None:
+    """Options are input: a count below 1 is InvalidInput (exit 2), whoever passed it."""
+    for name, value in counts.items():
+        if value < 1:
+            raise InvalidInput(f"{name} must be at least 1 (got {value})")
 
 
 @dataclass

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import kopf
 from pydantic import BaseModel
 
-from ..api import SpecError, parse_spec
-from ..runner import Failure, ObjectLink, drive
-from ..runner.conditions import now_iso, set_condition
+from ..api import RESOURCES, CustomResource, RunStatus, SpecError, parse_spec
+from ..runner import Failure, drive
 from ..runner.lifecycle import Job
+from ..runner.status import StatusWriter
 from .link import ResourceLink
 from .runtime import Runtime
 from .settings import runtime_of
@@ -39,15 +39,25 @@ async def run_daemon(
     assert runtime.kube is not None and runtime.slots is not None
     link = ResourceLink(runtime.kube, plural, body, logger)
     status = dict(body.get("status") or {})
+    resource = _resource(plural)
+    assert issubclass(resource.status_model, RunStatus)
+    writer = StatusWriter(link, resource.status_model, _run_word(resource), status, meta.get("generation"))
     try:
         spec = parse_spec(spec_model, body)
-    except SpecError as exc:
-        await fail_at_once(link, status, Failure("InvalidSpec", str(exc)))
+    except SpecError as exc:  # a spec that can never run: Failed without an attempt
+        await writer.mark_failed(Failure("InvalidSpec", str(exc)), None)
         return
     job = make_job(link, spec, status, runtime)
-    await host(
-        drive(job, link, status, meta.get("generation"), runtime.settings, runtime.slots), stopped, logger
-    )
+    await host(drive(job, writer, status, runtime.settings, runtime.slots), stopped, logger)
+
+
+def _resource(plural: str) -> CustomResource:
+    return next(r for r in RESOURCES if r.plural == plural)
+
+
+def _run_word(resource: CustomResource) -> str:
+    """ "backup" for MongoBackup, "restore" for MongoRestore: the word of events and messages."""
+    return resource.kind.removeprefix("Mongo").lower()
 
 
 async def host(run: Coroutine[Any, Any, None], stopped: kopf.DaemonStopped, logger: Any) -> None:
@@ -62,17 +72,6 @@ async def host(run: Coroutine[Any, Any, None], stopped: kopf.DaemonStopped, logg
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def fail_at_once(link: ObjectLink, status: Any, failure: Failure) -> None:
-    """A spec that can never run: Failed without an attempt."""
-    conditions = set_condition(
-        status.get("conditions") or [], "Failed", "True", failure.reason, failure.message
-    )
-    link.post_event("Warning", "Failed", f"{failure.reason}: {failure.message}")
-    await link.patch_status(
-        {"phase": "Failed", "error": failure.message, "completedAt": now_iso(), "conditions": conditions}
-    )
 
 
 def runnable(status: Any, **_: Any) -> bool:

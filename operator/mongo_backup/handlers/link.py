@@ -11,6 +11,7 @@ import kopf
 import kubernetes
 
 from ..api import MONGO_BACKUP
+from ..redact import redact
 from ..runner import EventType, SecretUnavailable
 from .kube import KubeApi
 
@@ -29,6 +30,8 @@ class ResourceLink:
         await self.kube.patch_status(self.plural, self.namespace, self.name, patch)
 
     def post_event(self, type: EventType, reason: str, message: str) -> None:
+        """Every Event about the object goes out here, masked."""
+        reason, message = redact(reason), redact(message)
         kopf.event(self.body, type=type, reason=reason, message=message[:1024])
         if self.logger is not None:  # the same story in the operator's log
             self.logger.log(logging.WARNING if type == "Warning" else logging.INFO, "%s: %s", reason, message)

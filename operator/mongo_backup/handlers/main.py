@@ -11,15 +11,21 @@ from typing import Any
 
 import kopf
 
+from ..redact import install_log_redaction
 from ..runner import RunnerSettings
 from . import backup, restore, settings  # noqa: F401 - importing registers the handlers
 from .runtime import Runtime
 
+#: Kopf's per-object logger: its handler turns warnings into Kubernetes Events
+KOPF_OBJECTS_LOGGER = "kopf.objects"
+
 
 def configure_logging(log_format: str) -> None:
-    """One handler on the root logger: every line JSON when asked (log collectors parse them)."""
+    """One handler on the root logger: every line JSON when asked (log collectors parse them),
+    every record masked (`install_log_redaction`)."""
     logging.getLogger().handlers.clear()
     kopf.configure(log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    install_log_redaction(KOPF_OBJECTS_LOGGER)
     # the drivers' chatter and the health probe's access log are not the operator's business
     for name in ("pymongo", "kubernetes", "urllib3", "azure", "google", "botocore", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -36,6 +42,9 @@ async def operate(
     stop_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
     """Run the operator until `stop_flag` is set (or a signal arrives)."""
+    # Also here, not only in configure_logging: tests and the demo log their own way, and
+    # secrets stay out of every record and Event all the same.
+    install_log_redaction(KOPF_OBJECTS_LOGGER)
     memo: Any = kopf.Memo(runtime=runtime)
     kopf_settings = kopf.OperatorSettings()
     if namespaces:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pymongo.errors import PyMongoError
+
 from ..engine.errors import UNEXPECTED, kind_of
+from ..engine.source import translate
 from ..redact import redact
 
 
@@ -25,13 +28,15 @@ class Failure(Exception):
 
 def one_line(exc: BaseException) -> str:
     """The error's message, first line only, with every secret masked."""
-    text = str(exc).strip()
-    return redact(text.splitlines()[0]) if text else type(exc).__name__
+    text = redact(str(exc).strip())
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, Failure):
-        return Failure(exc.reason, redact(exc.message), exc.retryable)
+        return Failure(exc.reason, one_line(Exception(exc.message)), exc.retryable)
+    if isinstance(exc, PyMongoError):  # one the engine did not translate: the same words
+        exc = translate(exc)
     kind = kind_of(exc)
     message = one_line(exc)
     if kind is UNEXPECTED:

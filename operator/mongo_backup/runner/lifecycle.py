@@ -1,5 +1,6 @@
 """One run of one custom resource from start to end: wait for its inputs, wait for a free
-slot, attempt it (retrying what may pass), and write each step to the status.
+slot, attempt it (retrying what may pass), and have the status writer (`runner.status`)
+record each step.
 
 The phases a user sees: Pending (waiting for a Secret, a backup or a slot; the Ready
 condition says why), Running (with progress), then Completed or Failed, which are final.
@@ -12,16 +13,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .cluster import ObjectLink, SecretUnavailable
-from .conditions import ConditionStatus, now_iso, set_condition
+from .cluster import SecretUnavailable
 from .failures import Failure, classify
 from .progress import ProgressReporter
 from .settings import RunnerSettings
-from .units import human_duration
+from .status import Outcome, StatusWriter
+
+__all__ = ["TERMINAL_PHASES", "Job", "Outcome", "Slots", "Waiting", "drive"]
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,6 @@ class Waiting(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-@dataclass
-class Outcome:
-    """What a successful attempt writes: status fields (camelCase), extra conditions and the
-    Completed event's message; `failure` turns a finished run into a Failed one (e.g. the
-    verification found a difference)."""
-
-    status: dict[str, Any]
-    event_message: str
-    conditions: list[tuple[str, ConditionStatus, str, str]] = field(default_factory=list)
-    failure: Failure | None = None
 
 
 class Job(Protocol):
@@ -84,54 +72,28 @@ class Slots:
         self._semaphore.release()
 
 
-class StatusWriter:
-    """Merge patches of one object's status; keeps the conditions list, which a merge patch
-    replaces as a whole."""
-
-    def __init__(self, link: ObjectLink, status: Mapping[str, Any], generation: int | None) -> None:
-        self.link = link
-        self.generation = generation
-        self.conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
-
-    def condition(self, type_: str, status: ConditionStatus, reason: str, message: str = "") -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation)
-
-    async def patch(self, fields: Mapping[str, Any]) -> None:
-        body = {**fields, "conditions": self.conditions}
-        if self.generation is not None:
-            body["observedGeneration"] = self.generation
-        await self.link.patch_status(body)
-
-    async def patch_fields(self, fields: Mapping[str, Any]) -> None:
-        """A patch that leaves the conditions alone (progress)."""
-        await self.link.patch_status(fields)
-
-
 Sleep = Callable[[float], Awaitable[None]]
 
 
 async def drive(
     job: Job,
-    link: ObjectLink,
+    writer: StatusWriter,
     status: Mapping[str, Any],
-    generation: int | None,
     settings: RunnerSettings,
     slots: Slots,
     sleep: Sleep = asyncio.sleep,
 ) -> None:
-    """Run `job` to a final phase, unless cancelled."""
+    """Run `job` to a final phase, unless cancelled; `writer` writes every step."""
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
         return
     attempts = int(status.get("attempts") or 0)
-    writer = StatusWriter(link, status, generation)
     retries = list(settings.retry_delays)
     try:
         while True:
             await _wait_for_inputs(job, writer, settings, sleep)
             if not slots.free():
-                writer.condition("Ready", "False", "Queued", f"waiting for one of {slots.limit} run slots")
-                await writer.patch({"phase": "Pending"})
+                await writer.mark_pending("Queued", f"waiting for one of {slots.limit} run slots", warn=False)
             async with slots:
                 try:  # Secrets may have changed while queued or between attempts
                     await job.prepare()
@@ -139,24 +101,11 @@ async def drive(
                     continue
                 resumed = attempts > 0
                 attempts += 1
-                started = datetime.now(UTC)
                 clock = time.monotonic()
-                writer.condition("Ready", "True", "InputsResolved", "")
-                writer.condition("Running", "True", "Attempt", f"attempt {attempts} started")
-                await writer.patch(
-                    {
-                        "phase": "Running",
-                        "attempts": attempts,
-                        "startedAt": _iso(started),
-                        "error": None,
-                        "progress": None,
-                    }
-                )
-                note = ", taking up a lost attempt" if resumed else ""
-                link.post_event("Normal", "Started", f"{job.kind} started (attempt {attempts}{note})")
+                await writer.mark_running(attempts, resumed=resumed)
                 try:
                     reporter = ProgressReporter(
-                        writer.patch_fields, settings.progress_interval, job.restored_field
+                        writer.progress, settings.progress_interval, job.restored_field
                     )
                     async with reporter:
                         outcome = await job.attempt(resumed, reporter)
@@ -165,21 +114,20 @@ async def drive(
                 except Exception as exc:
                     failure = classify(exc)
                     if failure.reason == "InternalError":
-                        log.exception("%s %s/%s failed unexpectedly", job.kind, link.namespace, link.name)
+                        log.exception(
+                            "%s %s/%s failed unexpectedly", job.kind, writer.link.namespace, writer.link.name
+                        )
                     if not (failure.retryable and retries):
-                        await _fail(job, writer, failure, time.monotonic() - clock)
+                        await writer.mark_failed(failure, time.monotonic() - clock)
                         return
                     delay = retries.pop(0)
-                    message = f"{failure.message}; retrying in {delay:g}s"
-                    writer.condition("Running", "False", failure.reason, message)
-                    await writer.patch({"phase": "Pending", "error": message})
-                    link.post_event("Warning", failure.reason, message)
+                    await writer.mark_retrying(failure, delay)
                     await sleep(delay)
                     continue
-            await _finish(job, writer, outcome, time.monotonic() - clock)
+            await writer.mark_completed(outcome, time.monotonic() - clock)
             return
     except Failure as failure:
-        await _fail(job, writer, failure, None)
+        await writer.mark_failed(classify(failure), None)
 
 
 async def _wait_for_inputs(job: Job, writer: StatusWriter, settings: RunnerSettings, sleep: Sleep) -> None:
@@ -190,46 +138,6 @@ async def _wait_for_inputs(job: Job, writer: StatusWriter, settings: RunnerSetti
             return
         except (SecretUnavailable, Waiting) as exc:
             if exc.reason != waiting_for:
-                writer.condition("Ready", "False", exc.reason, exc.message)
-                await writer.patch({"phase": "Pending", "error": exc.message})
-                writer.link.post_event("Warning", exc.reason, exc.message)
+                await writer.mark_pending(exc.reason, exc.message)
                 waiting_for = exc.reason
             await sleep(settings.wait_interval)
-
-
-async def _fail(job: Job, writer: StatusWriter, failure: Failure, elapsed: float | None) -> None:
-    writer.condition("Running", "False", failure.reason, failure.message)
-    writer.condition("Completed", "False", failure.reason, failure.message)
-    writer.condition("Failed", "True", failure.reason, failure.message)
-    fields: dict[str, Any] = {"phase": "Failed", "error": failure.message, "completedAt": now_iso()}
-    if elapsed is not None:
-        fields["duration"] = human_duration(elapsed)
-    writer.link.post_event("Warning", "Failed", f"{job.kind} failed: {failure.reason}: {failure.message}")
-    await writer.patch(fields)
-
-
-async def _finish(job: Job, writer: StatusWriter, outcome: Outcome, elapsed: float) -> None:
-    if outcome.failure is not None:
-        for type_, status, reason, message in outcome.conditions:
-            writer.condition(type_, status, reason, message)
-        await writer.patch(outcome.status)
-        await _fail(job, writer, outcome.failure, elapsed)
-        return
-    writer.condition("Running", "False", "Finished", f"{job.kind} finished")
-    writer.condition("Failed", "False", "Completed", "")
-    writer.condition("Completed", "True", "Completed", outcome.event_message)
-    for type_, status, reason, message in outcome.conditions:
-        writer.condition(type_, status, reason, message)
-    fields = {
-        "phase": "Completed",
-        "completedAt": now_iso(),
-        "duration": human_duration(elapsed),
-        "error": None,
-        **outcome.status,
-    }
-    writer.link.post_event("Normal", "Completed", outcome.event_message)
-    await writer.patch(fields)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,6 +1,7 @@
 """Engine progress -> status, throttled: the engine reports every batch, the status gets a
 merge patch at most every `interval` seconds (and at once when a restored namespace is
-added, because a restart resumes from that list)."""
+added, because a restart resumes from that list). The patches go through the status writer
+(`runner.status.StatusWriter.progress`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engine.model import Progress
+from .failures import one_line
 from .units import human_duration, human_rate
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class ProgressReporter:
         try:
             await self._patch(patch)
         except Exception as exc:  # a lost progress patch is not worth failing the run
-            log.warning("progress patch failed: %s", exc)
+            log.warning("progress patch failed: %s", one_line(exc))
             return
         self._sent = patch.get("progress", self._sent)
         self._restored_sent = max(self._restored_sent, restored_count)

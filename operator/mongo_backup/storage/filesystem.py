@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import errno
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -35,6 +36,17 @@ def _check_name(name: str) -> None:
         raise StorageError(f"invalid object name {name!r}")
 
 
+def _cannot_write(path: Path, exc: OSError) -> StorageError:
+    """Why `path` cannot be created, naming the path (and the file in the way, if any)."""
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return StorageAccessDenied(f"cannot write {path}: {exc.strerror}")
+    if isinstance(exc, NotADirectoryError | FileExistsError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return StorageError(f"cannot write {path}: {blocker} is a file, not a folder")
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -57,8 +69,11 @@ class FilesystemWriter(ObjectWriter):
         if self._file is None:
             if not self._overwrite and self._final.exists():
                 raise ObjectExists(f"{self._storage.url}/{self.name} already exists")
-            self._final.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._temp, "xb")  # closed in commit/abort
+            try:
+                self._final.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self._temp, "xb")  # closed in commit/abort
+            except OSError as exc:
+                raise _cannot_write(self._final, exc) from exc
         return self._file
 
     async def write(self, data: bytes) -> None:
@@ -105,9 +120,9 @@ class FilesystemWriter(ObjectWriter):
         await asyncio.to_thread(self._abort_sync)
 
     def _abort_sync(self) -> None:
-        if self._file is not None:
+        if self._file is not None:  # else there is no temporary file (or no folder) to remove
             self._file.close()
-        self._temp.unlink(missing_ok=True)
+            self._temp.unlink(missing_ok=True)
 
 
 class FilesystemStorage(Storage):
@@ -126,7 +141,7 @@ class FilesystemStorage(Storage):
         path = self.path_of(name)
         try:
             f = await asyncio.to_thread(open, path, "rb")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:  # or a file where a folder should be
             raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
         except PermissionError as exc:
             raise StorageAccessDenied(f"cannot read {self.url}/{name}: {exc.strerror}") from exc
@@ -139,7 +154,7 @@ class FilesystemStorage(Storage):
     async def stat(self, name: str) -> ObjectInfo:
         try:
             st = await asyncio.to_thread(self.path_of(name).stat)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
         return ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 

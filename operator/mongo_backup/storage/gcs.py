@@ -107,7 +107,13 @@ def _make_client(settings: StorageSettings) -> tuple[gcs.Client, str]:
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options=options,
         ), endpoint
-    return gcs.Client(client_options=options), endpoint
+    try:
+        return gcs.Client(client_options=options), endpoint
+    except GoogleAuthError as exc:  # no application default credentials on this machine
+        raise StorageAccessDenied(
+            "gs:// storage needs credentials: none found (GOOGLE_APPLICATION_CREDENTIALS, Workload "
+            f"Identity, gcloud's application default credentials) ({type(exc).__name__})"
+        ) from None
 
 
 class GcsWriter(ObjectWriter):

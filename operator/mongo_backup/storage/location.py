@@ -57,6 +57,10 @@ class StorageLocation:
 
     @classmethod
     def parse(cls, url: str) -> StorageLocation:
+        if not url.strip():  # else the working directory: never what anyone meant
+            raise InvalidStorageURL(
+                "empty storage URL: give a folder, file:///path, gs://, s3:// or azure://bucket/prefix"
+            )
         parts = urlsplit(url)
         scheme = parts.scheme
         if scheme == "":

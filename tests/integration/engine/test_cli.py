@@ -100,7 +100,7 @@ def test_passwords_never_printed(backup_root: Path) -> None:
         "--to",
         str(backup_root / "b"),
     )
-    assert unreachable.returncode == 6 and "MongoDB is unreachable" in unreachable.stderr
+    assert unreachable.returncode == 6 and "MongoDB at 127.0.0.1:1 could not be reached" in unreachable.stderr
     malformed = cli("backup", "--uri", "mongodb://admin:hunter2secret@[::1", "--to", str(backup_root / "b"))
     assert malformed.returncode == 2 and "admin:***@" in malformed.stderr
     for outcome in (unreachable, malformed):

@@ -82,15 +82,40 @@ def test_malformed_uri_fails_with_the_password_masked(
 def test_unreachable_mongodb_is_retried_then_fails(
     kube: KubeEmulator, operator: OperatorThread, tmp_path: Path
 ) -> None:
-    uri = f"mongodb://backup:pw0rd@127.0.0.1:{closed_port()}/?directConnection=true"
+    port = closed_port()
+    uri = f"mongodb://backup:pw0rd@127.0.0.1:{port}/?directConnection=true"
     secret(kube, "nowhere", {"uri": uri})
     kube.apply(backup_object("lonely", str(tmp_path), ["x.*"], secret_name="nowhere"))
     obj = failed(kube, "mongobackups", "lonely")
     assert reason_of(obj) == "MongoDBUnreachable"
+    # where, and how long the operator tried (its mongo_timeout_ms)
+    assert f"MongoDB at 127.0.0.1:{port} could not be reached within 0.8s" in obj["status"]["error"]
     assert obj["status"]["attempts"] == 3  # the first try and one per retry delay
     assert "pw0rd" not in str(obj) and "pw0rd" not in str(events_of(kube, "lonely"))
     warnings = [e for e in events_of(kube, "lonely") if e["type"] == "Warning"]
     assert any("retrying" in e["message"] for e in warnings)
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ("tlsCAFile=/nonexistent/ca.pem", "MongoDB URI option tlsCAFile: cannot read /nonexistent/ca.pem"),
+        ("tsl=true", "unknown option 'tsl' in the MongoDB URI"),
+    ],
+    ids=["missing-tlsCAFile", "unknown-option"],
+)
+def test_uri_options_are_checked_before_connecting(
+    option: str, says: str, kube: KubeEmulator, operator: OperatorThread, mongo_uri: str, tmp_path: Path
+) -> None:
+    """A URI option the driver would only warn about, or fail on with a bare OSError, fails
+    the backup at once with InvalidURI, naming the option."""
+    uri = f"{mongo_uri}{'&' if '?' in mongo_uri else '?'}{option}"
+    secret(kube, "opts", {"uri": uri})
+    kube.apply(backup_object("opts", str(tmp_path), ["x.*"], secret_name="opts"))
+    obj = failed(kube, "mongobackups", "opts")
+    assert reason_of(obj) == "InvalidURI", obj["status"]
+    assert says in obj["status"]["error"]
+    assert obj["status"]["attempts"] == 1  # input errors are not retried
 
 
 def test_storage_access_denied_fails(
