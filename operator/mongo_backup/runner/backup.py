@@ -1,4 +1,9 @@
-"""A MongoBackup's run: resolve the Secrets, stream the backup, report the result."""
+"""A MongoBackup's run: resolve the Secrets, stream the backup, report the result.
+
+The run's owner in the backup name's lock is the MongoBackup's uid: a later attempt of the
+same object (after an operator restart) takes over the lock of its lost predecessor, and
+deletes what that attempt left; a MongoBackup of the same name in another namespace, with
+the same storage folder, has another uid and fails with BackupNameInUse."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
+from ..engine.lock import BackupLock, LockInfo, read_lock
 from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
@@ -22,10 +28,14 @@ class BackupJob:
     kind = "backup"
     restored_field: str | None = None
 
-    def __init__(self, link: ObjectLink, spec: MongoBackupSpec, settings: RunnerSettings) -> None:
+    def __init__(
+        self, link: ObjectLink, spec: MongoBackupSpec, settings: RunnerSettings, owner: str | None = None
+    ) -> None:
         self.link = link
         self.spec = spec
         self.settings = settings
+        #: who this run is in the backup's lock (the object's uid)
+        self.owner = owner or f"{link.namespace}/{link.name}"
         self._uri = ""
         self._storage_settings = StorageSettings()
 
@@ -52,7 +62,7 @@ class BackupJob:
         try:
             if resumed:
                 # The lost attempt may have finished writing: then it only missed its status.
-                adopted = await _adopt_complete(storage)
+                adopted = await _adopt_complete(storage, self.owner)
                 if adopted is not None:
                     return adopted
             options = BackupOptions(
@@ -61,6 +71,7 @@ class BackupJob:
                 include=tuple(self.spec.namespaces.include),
                 exclude=tuple(self.spec.namespaces.exclude),
                 parallel=self.spec.parallelism,
+                owner=self.owner,
                 replace_partial=resumed,
             )
             result = await run_backup(client, storage, options, progress=reporter)
@@ -100,11 +111,17 @@ def _iso(result: BackupResult) -> str:
     return result.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _adopt_complete(storage: Storage) -> Outcome | None:
+async def _adopt_complete(storage: Storage, owner: str) -> Outcome | None:
     if not await storage.exists(MANIFEST_NAME):
         return None
     raw = await storage.read_bytes(MANIFEST_NAME)
     manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
+    if manifest.options.get("owner") != owner:
+        return None  # someone else's backup under this name: the attempt fails with BackupExists
+    held = await read_lock(storage)
+    if isinstance(held, LockInfo) and held.owner == owner:
+        # the lost attempt wrote the manifest and died before removing its lock
+        await BackupLock(storage, held).release()
     stored = sum([info.size async for info in storage.list()])
     size = human_bytes(stored)
     status: dict[str, Any] = {

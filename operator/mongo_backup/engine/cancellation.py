@@ -1,0 +1,21 @@
+"""A run that was cancelled must stop, even when a library dropped the cancellation.
+
+On Python 3.11, `asyncio.wait_for` returns normally when the awaited operation completes in
+the same loop iteration as the task's cancellation (CPython gh-86296, fixed in 3.12). PyMongo
+awaits `wait_for` to open connections and to send every command, so a MongoBackup deleted
+while its run was connecting went on to write a complete backup after the object was gone
+(observed: the cancel landed in `pool_shared._async_create_connection`). The task still
+counts the request (`Task.cancelling()`), so a run calls `checkpoint()` after driver calls
+and before it commits anything: a dropped cancellation is raised there after all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def checkpoint() -> None:
+    """Raise CancelledError if this task was asked to stop and is still running."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
