@@ -77,7 +77,7 @@ async def delete_stored_backup(
         message = f"{storage.url} is in use by {held}: nothing deleted"
         if retry + 1 < DELETE_TRIES:
             link.post_event("Warning", "DeleteSkipped", f"{message}; trying again later")
-            raise kopf.TemporaryError(message, delay=10) from None
+            raise kopf.TemporaryError(message, delay=runtime.settings.wait_interval) from None
         link.post_event("Warning", "DeleteFailed", f"stored backup left in place: {message}")
         return
     except (SpecError, SecretUnavailable, StorageError, Failure) as exc:
