@@ -263,6 +263,59 @@ async def test_a_store_refusing_uploads_mid_run_is_left_with_nothing(
     assert cloud.leftovers(prefix) == []
 
 
+#: the request that uploads lock.json (GCS names the object in the body of a simple upload)
+LOCK_UPLOAD = {
+    "gcs": ("POST", "uploadType=multipart"),
+    "s3": ("PUT", "lock.json"),
+    "azure": ("PUT", "lock.json"),
+}
+
+
+async def test_a_backup_cancelled_while_it_takes_its_name_leaves_no_lock(
+    cloud: Backend, prefix: str, mongo: AsyncMongoClient[Any], source: str
+) -> None:
+    """Promise: a backup cancelled (operator deletion, Ctrl-C) while its lock is still on the
+    way to the store gives the name back: no lock.json stays behind to block the next run."""
+    with FaultyProxy(cloud.endpoint) as proxy:  # type: ignore[arg-type]
+        storage = cloud.open_via(proxy.endpoint, prefix).child("nightly")
+        method, path = LOCK_UPLOAD[cloud.name]
+        upload = proxy.hold(path, method=method, until_method="none", timeout=60)
+        try:
+            run = asyncio.create_task(run_backup(mongo, storage, BackupOptions(include=[f"{source}.*"])))
+            assert await asyncio.to_thread(upload.held.wait, 30), "the lock was never sent"
+            run.cancel()
+            upload.released.set()  # the lock lands after the cancellation
+            with pytest.raises(asyncio.CancelledError):
+                await run
+        finally:
+            await storage.close()
+    direct = cloud.open(prefix)
+    try:
+        assert [info.name async for info in direct.list(partial=True)] == []
+    finally:
+        await direct.close()
+
+
+async def test_a_cancellation_after_the_manifest_is_too_late_to_undo_the_backup(
+    cloud: Backend, prefix: str, mongo: AsyncMongoClient[Any], source: str
+) -> None:
+    """Promise: a backup whose manifest is written is complete: a cancellation that arrives
+    while it removes its lock neither fails the run nor leaves the lock behind."""
+    with FaultyProxy(cloud.endpoint) as proxy:  # type: ignore[arg-type]
+        storage = cloud.open_via(proxy.endpoint, prefix).child("nightly")
+        removal = proxy.hold("lock.json", method="DELETE", until_method="none", timeout=60)
+        try:
+            run = asyncio.create_task(run_backup(mongo, storage, BackupOptions(include=[f"{source}.*"])))
+            assert await asyncio.to_thread(removal.held.wait, 60), "the lock was never removed"
+            run.cancel()
+            removal.released.set()
+            result = await run
+            assert (await verify_backup(storage)).checksum == result.checksum
+            assert not await storage.exists("lock.json")
+        finally:
+            await storage.close()
+
+
 # ---- two runs, one name -----------------------------------------------------------------------
 
 

@@ -53,6 +53,8 @@ class Hold:
     path_contains: str
     until_method: str
     timeout: float
+    #: only requests of this method (None: any)
+    method: str | None = None
     #: set when the request is being held
     held: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
@@ -108,18 +110,25 @@ class FaultyProxy:
         with self._lock:
             self._faults.append(Fault(None, count, method, None, cut_after=after))
 
-    def hold(self, path_contains: str, *, until_method: str = "DELETE", timeout: float = 2.0) -> Hold:
-        """Hold the next request whose path contains `path_contains` (see `Hold`); wait for
-        `hold.held` to know it is in flight."""
-        hold = Hold(path_contains, until_method, timeout)
+    def hold(
+        self,
+        path_contains: str,
+        *,
+        until_method: str = "DELETE",
+        timeout: float = 2.0,
+        method: str | None = None,
+    ) -> Hold:
+        """Hold the next request (of `method`) whose path contains `path_contains` (see
+        `Hold`); wait for `hold.held` to know it is in flight, set `hold.released` to let it go."""
+        hold = Hold(path_contains, until_method, timeout, method)
         with self._lock:
             self._holds.append(hold)
         return hold
 
-    def _take_hold(self, path: str) -> Hold | None:
+    def _take_hold(self, method: str, path: str) -> Hold | None:
         with self._lock:
             for hold in self._holds:
-                if not hold.taken and hold.path_contains in path:
+                if not hold.taken and hold.path_contains in path and hold.method in (None, method):
                     hold.taken = True
                     return hold
         return None
@@ -202,7 +211,7 @@ class FaultyProxy:
                     if self.command != "HEAD":
                         self.wfile.write(payload)
                     return
-                hold = proxy._take_hold(self.path)
+                hold = proxy._take_hold(self.command, self.path)
                 if hold is not None:
                     hold.held.set()
                     hold.released.wait(hold.timeout)

@@ -27,9 +27,9 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from .. import __version__
-from ..storage import ObjectExists, Storage, StorageError
+from ..storage import ObjectExists, Storage
 from ..storage.retry import in_thread, settle
-from .cancellation import checkpoint
+from .cancellation import checkpoint, clean_up
 from .compression import Codec, get_codec
 from .cursor import batch_documents
 from .digest import ContentDigest
@@ -52,7 +52,7 @@ QUEUE_DEPTH = 2
 #: compressed output is gathered into writes of about this size
 WRITE_CHUNK = 4 * 1024 * 1024
 #: a failed run gives up removing what it wrote after this long (the lock then stays)
-CLEANUP_TIMEOUT = 60
+CLEANUP_TIMEOUT = 60.0
 
 
 @dataclass
@@ -327,10 +327,7 @@ async def run_backup(
         if isinstance(exc, BaseExceptionGroup):
             raise first_cause(exc) from None
         raise
-    try:
-        await lock.release()
-    except StorageError as exc:  # the backup is complete all the same: its manifest says so
-        log.warning("could not remove the lock of the complete backup at %s: %s", storage.url, exc)
+    await _release_after_success(lock)
     await tracker.emit()
     return BackupResult(
         location=storage.url,
@@ -348,6 +345,22 @@ async def run_backup(
     )
 
 
+async def _release_after_success(lock: BackupLock) -> None:
+    """The manifest is written: the backup is complete, and its run has succeeded. Removing
+    the lock is the last step; a cancellation that arrives meanwhile is too late to stop the
+    run, and a lock left by a failure here blocks nothing (the manifest comes first)."""
+    release = asyncio.ensure_future(asyncio.wait_for(lock.release(), CLEANUP_TIMEOUT))
+    try:
+        await settle([release])
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    error = release.exception() if not release.cancelled() else None
+    if error is not None:
+        log.warning("could not remove the lock of the complete backup at %s: %s", lock.storage.url, error)
+
+
 async def _discard_partial(storage: Storage, lock: BackupLock, written: _Written) -> None:
     """After a failure: every write has ended (the task groups waited for their tasks, each
     writer's abort for its uploads in flight), so delete exactly what this run began to write,
@@ -363,10 +376,4 @@ async def _discard_partial(storage: Storage, lock: BackupLock, written: _Written
             await storage.delete(name)
         await storage.delete(LOCK_NAME)
 
-    cleanup = asyncio.ensure_future(asyncio.wait_for(discard(), CLEANUP_TIMEOUT))
-    try:
-        await settle([cleanup])  # to its end, even if this run is cancelled again meanwhile
-    finally:
-        error = None if cleanup.cancelled() or not cleanup.done() else cleanup.exception()
-        if error is not None:
-            log.warning("could not remove the partial backup at %s: %s", storage.url, error)
+    await clean_up(discard(), f"the partial backup at {storage.url}", CLEANUP_TIMEOUT)

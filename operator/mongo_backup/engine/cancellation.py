@@ -12,6 +12,13 @@ and before it commits anything: a dropped cancellation is raised there after all
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from ..storage.retry import settle
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint() -> None:
@@ -19,3 +26,15 @@ def checkpoint() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
+
+
+async def clean_up(cleanup: Coroutine[Any, Any, None], what: str, limit: float) -> None:
+    """Run a failed or cancelled run's `cleanup` to its end (at most `limit` seconds), even
+    if the run is cancelled again meanwhile; a failure of the cleanup is logged, not raised."""
+    task = asyncio.ensure_future(asyncio.wait_for(cleanup, limit))
+    try:
+        await settle([task])
+    finally:
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            log.warning("could not remove %s: %s", what, error)

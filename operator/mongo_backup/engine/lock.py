@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from .. import __version__
 from ..storage import ObjectExists, ObjectNotFound, Storage
+from .cancellation import clean_up
 from .errors import BackupExists, BackupNameInUse, PartialBackupInTheWay
 from .manifest import MANIFEST_NAME
 
@@ -30,6 +31,8 @@ LOCK_NAME = "lock.json"
 LOCK_FORMAT = "mongo-backup-lock"
 #: a value read from a lock is shown in messages: at most this long, one line
 _SHOWN = 120
+#: a run that could not finish taking the name gives its lock back within this long
+RELEASE_TIMEOUT = 30.0
 
 Purpose = Literal["backup", "delete"]
 
@@ -146,8 +149,16 @@ async def create_lock(storage: Storage, info: LockInfo) -> BackupLock | LockInfo
             if held == "absent":
                 continue  # its holder released it meanwhile: try again
             return held
+        except BaseException:
+            # Cancelled or failed while the lock may have been written all the same.
+            await _give_back(BackupLock(storage, info))
+            raise
         return BackupLock(storage, info)
     return None
+
+
+async def _give_back(lock: BackupLock) -> None:
+    await clean_up(lock.release(), f"the lock of {lock.storage.url}", RELEASE_TIMEOUT)
 
 
 async def lock_backup_root(storage: Storage, owner: str, *, take_over_own: bool) -> BackupLock:
@@ -167,10 +178,14 @@ async def lock_backup_root(storage: Storage, owner: str, *, take_over_own: bool)
         if created is not None and created.owner == owner and take_over_own:
             return await _take_over(storage, info, created)
         raise _in_use(storage, created)
-    # A run may have finished (manifest) or left objects between our listing and our lock.
-    others = [i.name async for i in storage.list(partial=True) if i.name != LOCK_NAME]
+    try:
+        # A run may have finished (manifest) or left objects between our listing and our lock.
+        others = [i.name async for i in storage.list(partial=True) if i.name != LOCK_NAME]
+    except BaseException:
+        await _give_back(created)
+        raise
     if others:
-        await created.release()
+        await _give_back(created)
         if MANIFEST_NAME in others:
             raise BackupExists(f"{storage.url} already holds a complete backup: choose another name")
         raise _in_the_way(storage, len(others))
