@@ -154,6 +154,19 @@ def test_a_killed_backup_is_never_restored(
         client.close()
 
 
+async def test_a_backup_never_stores_a_restores_temporary_collections(
+    mongo: AsyncMongoClient[Any], dbname: str, tmp_path: Path
+) -> None:
+    """Promise: the temporary collections a killed restore left behind (`__mbtmp_*`) are
+    never backed up as if they were user data."""
+    await mongo[dbname]["orders"].insert_many([{"n": i} for i in range(10)])
+    await mongo[dbname]["__mbtmp_deadrun_1_0123456789ab"].insert_many([{"half": i} for i in range(10)])
+    storage = open_storage(f"file://{tmp_path}/nightly")
+    result = await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"]))
+    assert [c.namespace for c in result.collections] == [f"{dbname}.orders"]
+    assert not [p for p in (tmp_path / "nightly").rglob("*mbtmp*")]
+
+
 # ---- Ctrl-C, and MongoDB going away mid-stream ------------------------------------------------
 
 
