@@ -87,6 +87,17 @@ def files_under(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@contextmanager
+def cli_run(args: list[str], **options: Any) -> Iterator[CliRun]:
+    """A CLI run that never outlives its test, even a failed one (a paused child waits forever)."""
+    run = CliRun.start(args, **options)
+    try:
+        yield run
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+
+
 def one_line_error(done: CliResult) -> str:
     """The CLI's error: exactly one line on stderr, no traceback."""
     lines = done.stderr.strip().splitlines()
@@ -173,20 +184,20 @@ async def test_a_backup_never_stores_a_restores_temporary_collections(
 def test_ctrl_c_mid_data_leaves_nothing_under_the_name(mongo_uri: str, source: str, root: Path) -> None:
     """Promise: a backup interrupted with Ctrl-C in the middle of a data object exits with 130
     and leaves nothing under its name: no object, no lock, no temporary file."""
-    run = CliRun.start(backup_args(mongo_uri, f"file://{root}/nightly", source), pause_at="backup.data")
-    run.wait_paused()
-    assert any(".tmp-" in name for name in files_under(root)), files_under(root)
-    done = run.interrupt()
+    with cli_run(backup_args(mongo_uri, f"file://{root}/nightly", source), pause_at="backup.data") as run:
+        run.wait_paused()
+        assert any(".tmp-" in name for name in files_under(root)), files_under(root)
+        done = run.interrupt()
     assert done.returncode == 130, done.output
     assert files_under(root) == {}
 
 
 def _lose_mongodb_mid_data(uri: str, db: str, root: Path, lose: Callable[[], None]) -> CliResult:
-    run = CliRun.start(backup_args(uri, f"file://{root}/nightly", db), pause_at="backup.data")
-    run.wait_paused()
-    lose()
-    run.resume()
-    return run.finish(timeout=120)
+    with cli_run(backup_args(uri, f"file://{root}/nightly", db), pause_at="backup.data") as run:
+        run.wait_paused()
+        lose()
+        run.resume()
+        return run.finish(timeout=120)
 
 
 def test_a_connection_cut_mid_stream_fails_in_one_line_and_leaves_nothing(
@@ -338,16 +349,16 @@ def test_of_two_cli_backups_to_one_name_the_second_stops_at_once(
     """Promise: when two backups to one name run at once, the second stops at once with "in
     use" (exit 1, one line) and changes nothing; the first completes and verifies."""
     url = f"file://{root}/nightly"
-    first = CliRun.start(backup_args(mongo_uri, url, source), pause_at="backup.locked")
-    first.wait_paused()
-    before = files_under(root)
-    second = run_cli(backup_args(mongo_uri, url, source))
-    assert first.proc.poll() is None  # the second ended while the first still held the name
-    assert second.returncode == 1, second.output
-    assert f"pid {first.proc.pid}" in one_line_error(second)
-    assert files_under(root) == before
-    first.resume()
-    done = first.finish()
+    with cli_run(backup_args(mongo_uri, url, source), pause_at="backup.locked") as first:
+        first.wait_paused()
+        before = files_under(root)
+        second = run_cli(backup_args(mongo_uri, url, source))
+        assert first.proc.poll() is None  # the second ended while the first still held the name
+        assert second.returncode == 1, second.output
+        assert f"pid {first.proc.pid}" in one_line_error(second)
+        assert files_under(root) == before
+        first.resume()
+        done = first.finish()
     assert done.returncode == 0, done.output
     verify = run_cli(["--json", "verify", "--from", url])
     assert verify.returncode == 0, verify.output
