@@ -3,6 +3,7 @@ interrupt (Ctrl-C) or let go: the CLI exactly as a user or a cron job runs it.
 
     run = CliRun.start(["backup", "--to", url], pause_at="backup.data@2", env=env)
     run.wait_paused()          # the child reached the point and waits there
+    run.resume()               # or: let it go on from there
     run.kill()                 # SIGKILL: no cleanup of any kind runs
     done = run.finish()        # returncode, stdout, stderr
 """
@@ -79,6 +80,11 @@ class CliRun:
                 self.kill()
                 raise AssertionError(f"failpoint {self.pause_at} not reached within {timeout:.0f} s")
             time.sleep(0.05)
+
+    def resume(self) -> None:
+        """Let a paused child go on (it waits for its marker file to disappear)."""
+        assert self.pause_at, "started without pause_at"
+        (self.marker_dir / self.pause_at).unlink()
 
     def kill(self) -> CliResult:
         """SIGKILL: the process dies on the spot."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -44,6 +44,23 @@ class Fault:
         )
 
 
+@dataclass
+class Hold:
+    """Keep one matching request back before forwarding it, until a request of `until_method`
+    has been answered or `timeout` seconds have passed: a part upload still in flight when the
+    client moves on (e.g. to the DELETE of its cleanup)."""
+
+    path_contains: str
+    until_method: str
+    timeout: float
+    #: only requests of this method (None: any)
+    method: str | None = None
+    #: set when the request is being held
+    held: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+
+
 class FaultyProxy:
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
@@ -51,6 +68,7 @@ class FaultyProxy:
         self._up_host = parts.hostname or "127.0.0.1"
         self._up_port = parts.port or 80
         self._faults: list[Fault] = []
+        self._holds: list[Hold] = []
         self._lock = threading.Lock()
         #: (method, path, status or "dropped") of every request seen
         self.seen: list[tuple[str, str, int | str]] = []
@@ -91,6 +109,35 @@ class FaultyProxy:
         bytes of the answer's body, as a connection lost mid-download."""
         with self._lock:
             self._faults.append(Fault(None, count, method, None, cut_after=after))
+
+    def hold(
+        self,
+        path_contains: str,
+        *,
+        until_method: str = "DELETE",
+        timeout: float = 2.0,
+        method: str | None = None,
+    ) -> Hold:
+        """Hold the next request (of `method`) whose path contains `path_contains` (see
+        `Hold`); wait for `hold.held` to know it is in flight, set `hold.released` to let it go."""
+        hold = Hold(path_contains, until_method, timeout, method)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def _take_hold(self, method: str, path: str) -> Hold | None:
+        with self._lock:
+            for hold in self._holds:
+                if not hold.taken and hold.path_contains in path and hold.method in (None, method):
+                    hold.taken = True
+                    return hold
+        return None
+
+    def _answered(self, method: str) -> None:
+        with self._lock:
+            for hold in self._holds:
+                if hold.until_method == method:
+                    hold.released.set()
 
     def clear(self) -> None:
         with self._lock:
@@ -164,6 +211,10 @@ class FaultyProxy:
                     if self.command != "HEAD":
                         self.wfile.write(payload)
                     return
+                hold = proxy._take_hold(self.command, self.path)
+                if hold is not None:
+                    hold.held.set()
+                    hold.released.wait(hold.timeout)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 headers["Content-Length"] = str(len(body))
                 upstream = http.client.HTTPConnection(proxy._up_host, proxy._up_port, timeout=120)
@@ -180,6 +231,7 @@ class FaultyProxy:
                     and proxy._consume(fault)
                 )
                 proxy.seen.append((self.command, self.path, "cut" if cut else response.status))
+                proxy._answered(self.command)
                 self.send_response_only(response.status, response.reason)
                 for key, value in response.getheaders():
                     # A HEAD answer's Content-Length is the object's size: pass it through.

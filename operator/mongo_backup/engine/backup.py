@@ -1,11 +1,25 @@
 """Backup: every selected collection streamed as raw BSON into compressed objects, then the
-manifest. Nothing is decoded; memory is bounded by a few batches per collection in flight."""
+manifest. Nothing is decoded; memory is bounded by a few batches per collection in flight.
+
+One writer per backup name: the run first creates the name's lock (engine/lock.py), records
+every object it begins to write, and on failure or cancellation (once every write in flight
+has ended) deletes exactly those, the manifest first, then the lock. On success the manifest
+goes last and the lock is removed.
+
+Failpoints (engine/failpoints.py):
+- `backup.locked`: the lock is held, nothing else written yet;
+- `backup.plan` (ns): planning, about to look at collection `ns`;
+- `backup.data` (ns, object): a chunk of `ns`'s data object was handed to storage;
+- `backup.manifest`: every data and metadata object is committed, the manifest is next.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,16 +27,21 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from .. import __version__
-from ..storage import Storage, StorageError
+from ..storage import ObjectExists, Storage
+from ..storage.retry import in_thread, settle
+from .cancellation import checkpoint, clean_up
 from .compression import Codec, get_codec
 from .cursor import batch_documents
 from .digest import ContentDigest
-from .errors import BackupExists, EngineError
+from .errors import EngineError
+from .failpoints import failpoint
+from .lock import LOCK_NAME, BackupLock, lock_backup_root, new_run_id
 from .manifest import MANIFEST_NAME, BackupManifest, CollectionEntry, StoredObject, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, build_metadata, collection_file_stem
 from .model import BackupOptions, BackupResult, CollectionResult, ProgressCallback
 from .namespaces import SKIPPED_DATABASES, NamespaceFilter, is_system_namespace
 from .progress import ProgressTracker
+from .restore import TEMP_PREFIX
 from .source import mongo_errors
 from .taskgroups import first_cause
 
@@ -32,6 +51,8 @@ log = logging.getLogger(__name__)
 QUEUE_DEPTH = 2
 #: compressed output is gathered into writes of about this size
 WRITE_CHUNK = 4 * 1024 * 1024
+#: a failed run gives up removing what it wrote after this long (the lock then stays)
+CLEANUP_TIMEOUT = 60.0
 
 
 @dataclass
@@ -48,8 +69,34 @@ class PlannedCollection:
         return f"{self.db}.{self.name}"
 
 
+@contextmanager
+def _driver(what: str) -> Iterator[None]:
+    """Around every driver call of a backup: driver errors become EngineErrors, and a
+    cancellation the driver dropped is raised after all (engine/cancellation.py)."""
+    with mongo_errors(what):
+        yield
+    checkpoint()
+
+
+class _Written:
+    """The names this run began to write under its locked root, in order: exactly what its
+    cleanup deletes. A write refused with ObjectExists met someone else's object: forgotten."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    @contextmanager
+    def writing(self, name: str) -> Iterator[None]:
+        self.names.append(name)
+        try:
+            yield
+        except ObjectExists:
+            self.names.remove(name)
+            raise
+
+
 async def server_version(client: AsyncMongoClient[Any]) -> str:
-    with mongo_errors("reading the server version"):
+    with _driver("reading the server version"):
         info = await client.admin.command("buildInfo")
     return str(info.get("version", "unknown"))
 
@@ -57,21 +104,26 @@ async def server_version(client: AsyncMongoClient[Any]) -> str:
 async def plan_backup(client: AsyncMongoClient[Any], selection: NamespaceFilter) -> list[PlannedCollection]:
     """Every collection to dump, largest first (views last: they hold no data)."""
     planned: list[PlannedCollection] = []
-    with mongo_errors("listing databases"):
+    with _driver("listing databases"):
         databases = await client.list_database_names()
     for db_name in sorted(databases):
         if db_name in SKIPPED_DATABASES or not selection.may_match_database(db_name):
             continue
         db = client[db_name]
-        with mongo_errors(f"listing the collections of database {db_name!r}"):
+        with _driver(f"listing the collections of database {db_name!r}"):
             infos = await (await db.list_collections()).to_list()
         for found in infos:
             info = dict(found)
             name = info["name"]
             if is_system_namespace(db_name, name) or not selection.matches(f"{db_name}.{name}"):
                 continue
+            if name.startswith(TEMP_PREFIX):  # a restore's temporary collection, never user data
+                log.debug("skipping the restore temporary %s.%s", db_name, name)
+                continue
+            await failpoint("backup.plan", ns=f"{db_name}.{name}")
             kind = collection_type(info)
             documents, data_bytes = (0, 0) if kind == "view" else await _estimate(db, name)
+            checkpoint()
             planned.append(PlannedCollection(db_name, name, kind, info, documents, data_bytes))
     planned.sort(key=lambda p: (p.type == "view", -p.data_bytes, p.namespace))
     return planned
@@ -106,9 +158,11 @@ class _Job:
         codec: Codec,
         level: int | None,
         tracker: ProgressTracker,
+        written: _Written,
     ) -> None:
         self.client = client
         self.storage = storage
+        self.written = written
         self.plan = plan
         self.codec = codec
         self.level = level
@@ -144,11 +198,12 @@ class _Job:
         collection = self.client[self.plan.db][self.plan.name]
 
         async def read_batches() -> None:
-            with mongo_errors(f"reading {self.plan.namespace}"):
+            with _driver(f"reading {self.plan.namespace}"):
                 cursor = collection.find_raw_batches(
                     batch_size=batch_documents(self.plan.documents, self.plan.data_bytes) or 10_000
                 )
                 async for batch in cursor:
+                    checkpoint()
                     await batches.put(batch)
             await batches.put(None)
 
@@ -164,33 +219,38 @@ class _Job:
             sha.update(out)
             return out
 
+        async def write_chunk(data: bytes) -> None:
+            await writer.write(data)
+            await failpoint("backup.data", ns=self.plan.namespace, object=name)
+
         async def write_objects() -> None:
             pending: list[bytes] = []
             pending_size = 0
             while (batch := await batches.get()) is not None:
                 before = digest.documents
-                out = await asyncio.to_thread(encode, batch)
+                out = await in_thread(encode, batch)
                 if out:
                     pending.append(out)
                     pending_size += len(out)
                 if pending_size >= WRITE_CHUNK:
-                    await writer.write(b"".join(pending))
+                    await write_chunk(b"".join(pending))
                     pending, pending_size = [], 0
                 await self.tracker.advance(self.progress, digest.documents - before, len(batch))
-            pending.append(await asyncio.to_thread(encode_tail))
-            await writer.write(b"".join(pending))
+            pending.append(await in_thread(encode_tail))
+            await write_chunk(b"".join(pending))
 
-        async with self.storage.open_write(name, size_hint=self.plan.data_bytes or None) as writer:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(read_batches())
-                group.create_task(write_objects())
+        with self.written.writing(name):
+            async with self.storage.open_write(name, size_hint=self.plan.data_bytes or None) as writer:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(read_batches())
+                    group.create_task(write_objects())
         assert writer.info is not None
         return StoredObject(name, "data", writer.info.size, sha.hexdigest()), digest
 
     async def _dump_metadata(self) -> StoredObject:
         indexes: list[dict[str, Any]] = []
         if self.plan.type != "view":
-            with mongo_errors(f"listing the indexes of {self.plan.namespace}"):
+            with _driver(f"listing the indexes of {self.plan.namespace}"):
                 cursor = await self.client[self.plan.db][self.plan.name].list_indexes()
                 indexes = [dict(ix) async for ix in cursor]
         info = dict(self.plan.info)
@@ -201,25 +261,9 @@ class _Job:
             compressor = self.codec.compressor(self.level)
             raw = compressor.compress(raw) + compressor.flush()
             name += self.codec.suffix
-        stored = await self.storage.write_bytes(name, raw)
+        with self.written.writing(name):
+            stored = await self.storage.write_bytes(name, raw)
         return StoredObject(name, "metadata", stored.size, hashlib.sha256(raw).hexdigest())
-
-
-async def prepare_location(storage: Storage, replace_partial: bool) -> None:
-    """Refuse to write over a complete backup; clear or refuse a partial one."""
-    leftovers = [info.name async for info in storage.list()]
-    if MANIFEST_NAME in leftovers:
-        raise BackupExists(f"{storage.url} already holds a complete backup: choose another name")
-    if not leftovers:
-        return
-    if not replace_partial:
-        raise EngineError(
-            f"{storage.url} holds {len(leftovers)} objects of an incomplete backup "
-            "(no manifest.json): delete them or choose another name"
-        )
-    log.info("removing %d objects of an incomplete earlier attempt at %s", len(leftovers), storage.url)
-    for name in leftovers:
-        await storage.delete(name)
 
 
 async def run_backup(
@@ -235,20 +279,23 @@ async def run_backup(
         raise EngineError(f"parallel must be at least 1 (got {options.parallel})")
     selection = NamespaceFilter(options.include, options.exclude)
     started = datetime.now(UTC)
-    version = await server_version(client)
-    await prepare_location(storage, options.replace_partial)
-    plan = await plan_backup(client, selection)
-    if not plan:
-        raise EngineError("nothing to back up: no collection matches the namespace filters")
-    tracker = ProgressTracker("backup", progress)
-    jobs = [_Job(client, storage, p, codec, options.level, tracker) for p in plan]
-    limit = asyncio.Semaphore(options.parallel)
-
-    async def run_job(job: _Job) -> CollectionEntry:
-        async with limit:
-            return await job.run()
-
+    owner = options.owner or new_run_id()
+    lock = await lock_backup_root(storage, owner, take_over_own=options.replace_partial)
+    written = _Written()
     try:
+        await failpoint("backup.locked", location=storage.url)
+        version = await server_version(client)
+        plan = await plan_backup(client, selection)
+        if not plan:
+            raise EngineError("nothing to back up: no collection matches the namespace filters")
+        tracker = ProgressTracker("backup", progress)
+        jobs = [_Job(client, storage, p, codec, options.level, tracker, written) for p in plan]
+        limit = asyncio.Semaphore(options.parallel)
+
+        async def run_job(job: _Job) -> CollectionEntry:
+            async with limit:
+                return await job.run()
+
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(run_job(job)) for job in jobs]
         entries = [t.result() for t in tasks]
@@ -264,16 +311,23 @@ async def run_backup(
                 "include": list(options.include),
                 "exclude": list(options.exclude),
                 "parallel": options.parallel,
+                # who wrote it: the lock's owner, so that a run taken up again after a restart
+                # adopts only a backup of its own (docs/FORMAT.md section 3a)
+                "owner": owner,
             },
         )
         raw = manifest.to_json()
+        checkpoint()  # a cancelled run never completes a backup
+        await failpoint("backup.manifest", location=storage.url)
         # the manifest goes last: its presence is what marks the backup complete
-        await storage.write_bytes(MANIFEST_NAME, raw)
+        with written.writing(MANIFEST_NAME):
+            await storage.write_bytes(MANIFEST_NAME, raw)
     except BaseException as exc:
-        await _discard_partial(storage)
+        await _discard_partial(storage, lock, written)
         if isinstance(exc, BaseExceptionGroup):
             raise first_cause(exc) from None
         raise
+    await _release_after_success(lock)
     await tracker.emit()
     return BackupResult(
         location=storage.url,
@@ -291,9 +345,35 @@ async def run_backup(
     )
 
 
-async def _discard_partial(storage: Storage) -> None:
-    """Best effort: remove what a failed run wrote. Even if this fails, no manifest exists."""
+async def _release_after_success(lock: BackupLock) -> None:
+    """The manifest is written: the backup is complete, and its run has succeeded. Removing
+    the lock is the last step; a cancellation that arrives meanwhile is too late to stop the
+    run, and a lock left by a failure here blocks nothing (the manifest comes first)."""
+    release = asyncio.ensure_future(asyncio.wait_for(lock.release(), CLEANUP_TIMEOUT))
     try:
-        await asyncio.shield(asyncio.wait_for(storage.delete_prefix(""), 60))
-    except (StorageError, TimeoutError, asyncio.CancelledError, OSError) as exc:
-        log.warning("could not remove the partial backup at %s: %s", storage.url, exc)
+        await settle([release])
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    error = release.exception() if not release.cancelled() else None
+    if error is not None:
+        log.warning("could not remove the lock of the complete backup at %s: %s", lock.storage.url, error)
+
+
+async def _discard_partial(storage: Storage, lock: BackupLock, written: _Written) -> None:
+    """After a failure: every write has ended (the task groups waited for their tasks, each
+    writer's abort for its uploads in flight), so delete exactly what this run began to write,
+    the manifest first, then the lock. Best effort, bounded: whatever cannot be deleted stays
+    under the lock, which names its run to whoever comes next. Never a prefix: the names
+    another run may own are not ours to guess."""
+
+    async def discard() -> None:
+        if not await lock.still_mine():
+            log.warning("the lock of %s is no longer this run's: nothing deleted", storage.url)
+            return
+        for name in reversed(written.names):
+            await storage.delete(name)
+        await storage.delete(LOCK_NAME)
+
+    await clean_up(discard(), f"the partial backup at {storage.url}", CLEANUP_TIMEOUT)

@@ -80,6 +80,12 @@ class BackupNameInUse(EngineError):
     """Another run holds the backup name's lock: it is writing (or died writing) there."""
 
 
+class PartialBackupInTheWay(EngineError):
+    """The backup name holds objects but neither a manifest nor a lock (an older version's
+    incomplete backup, or objects put there by hand): nothing proves whose they are, so they
+    are never cleared automatically."""
+
+
 class DocumentsRefused(EngineError):
     """The server refused documents of a restore (a validator, a duplicate key)."""
 
@@ -119,6 +125,7 @@ ERROR_KINDS: dict[type[BaseException], ErrorKind] = {
     BackupNotFound: ErrorKind(EXIT_NOT_FOUND, "BackupNotFound"),
     BackupExists: ErrorKind(EXIT_FAILED, "BackupExists"),
     BackupNameInUse: ErrorKind(EXIT_FAILED, "BackupNameInUse"),
+    PartialBackupInTheWay: ErrorKind(EXIT_FAILED, "PartialBackupInTheWay"),
     DocumentsRefused: ErrorKind(EXIT_FAILED, "DocumentsRefused"),
     SourceAccessDenied: ErrorKind(EXIT_SOURCE, "MongoDBAuthenticationFailed"),
     SourceUnavailable: ErrorKind(EXIT_SOURCE, "MongoDBUnreachable", retryable=True),

@@ -10,9 +10,10 @@ Arming:
   function (it may wait on an event, raise, or do nothing);
 - in a child process: the environment variable `MONGO_BACKUP_FAILPOINTS`, e.g.
   `restore.swap=pause` or `backup.data@3=kill;restore.staged=fail`. Actions: `pause` writes
-  the file `$MONGO_BACKUP_FAILPOINT_DIR/<name>` and then waits forever (the test kills or
-  interrupts the process), `kill` is SIGKILL of the process itself, `fail` raises
-  `FailpointError`. `@N` fires on the Nth time the point is reached (default: the first).
+  the file `$MONGO_BACKUP_FAILPOINT_DIR/<name>` and then waits until the test removes that
+  file (the run goes on) or kills or interrupts the process, `kill` is SIGKILL of the process
+  itself, `fail` raises `FailpointError`. `@N` fires on the Nth time the point is reached
+  (default: the first).
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ async def _act(name: str, action: str) -> None:
     if action == "fail":
         raise FailpointError(f"failpoint {name} fired")
     folder = os.environ.get(DIR_ENV)
-    if folder:  # a few bytes, once, in a test run: not worth a thread
-        Path(folder, name).write_text(str(os.getpid()))  # noqa: ASYNC240
-    await asyncio.Event().wait()  # paused until the test kills or interrupts the process
+    if not folder:
+        await asyncio.Event().wait()  # paused until the test kills or interrupts the process
+        return
+    marker = Path(folder, name)
+    marker.write_text(str(os.getpid()))  # noqa: ASYNC240 - a few bytes, once, in a test run
+    while marker.exists():  # noqa: ASYNC110, ASYNC240 - the test resumes the run by removing it
+        await asyncio.sleep(0.05)
 
 
 @contextmanager

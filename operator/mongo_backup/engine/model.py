@@ -27,8 +27,12 @@ class BackupOptions:
     exclude: Sequence[str] = ()
     #: collections streamed at once
     parallel: int = 4
-    #: when the location holds a partial backup (objects, no manifest) from a lost attempt,
-    #: delete it first instead of failing
+    #: who this run is, in the backup name's lock: the operator passes the MongoBackup's uid,
+    #: so that a later attempt of the same object recognises its lost predecessor's lock;
+    #: None: a random run id (the CLI)
+    owner: str | None = None
+    #: an earlier attempt of this run (same `owner`) was lost: take over its lock and delete
+    #: what it left, instead of failing with BackupNameInUse
     replace_partial: bool = False
 
     def __post_init__(self) -> None:

@@ -1,5 +1,6 @@
 """MongoBackup: a daemon runs the backup while the object is neither Completed nor Failed;
-with `deletionPolicy: Delete`, deleting the object first deletes the stored backup."""
+with `deletionPolicy: Delete`, deleting the object first deletes the stored backup: under the
+backup name's lock, the manifest first, then exactly the objects it lists, then the lock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 import kopf
 
 from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MongoBackupSpec, SpecError, parse_spec
-from ..engine.manifest import MANIFEST_NAME, manifest_checksum
 from ..redact import redact
 from ..runner import BackupJob, Failure, SecretUnavailable
 from ..storage import BucketNotFound, ObjectNotFound, StorageError
@@ -28,7 +28,7 @@ async def run(
     await run_daemon(
         PLURAL,
         MongoBackupSpec,
-        lambda link, spec, status, runtime: BackupJob(link, spec, runtime.settings),
+        lambda link, spec, status, runtime: BackupJob(link, spec, runtime.settings, owner=meta.get("uid")),
         body,
         meta,
         memo,
@@ -42,10 +42,12 @@ def _deletes_data(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="delete-stored-backup", when=_deletes_data)
-async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, logger: Any, **_: Any) -> None:
-    """Only the objects of this object's own completed backup go: the manifest must carry the
-    checksum the status recorded (a name clash with someone else's backup deletes nothing).
-    A failed attempt's objects were already removed by the engine."""
+async def delete_stored_backup(
+    body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, retry: int, logger: Any, **_: Any
+) -> None:
+    """Only the objects of this object's own completed backup go (see BackupJob.delete_stored):
+    a name clash with someone else's backup deletes nothing, and a backup name held by another
+    run is retried later. A failed attempt's objects were already removed by the engine."""
     runtime = runtime_of(memo)
     assert runtime.kube is not None
     link = ResourceLink(runtime.kube, PLURAL, body, logger)
@@ -55,23 +57,9 @@ async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, log
         return
     try:
         spec = parse_spec(MongoBackupSpec, body)
-        job = BackupJob(link, spec, runtime.settings)
+        job = BackupJob(link, spec, runtime.settings, owner=meta.get("uid"))
         await job.prepare_storage()
-        storage = job.open_storage()
-        try:
-            raw = await storage.read_bytes(MANIFEST_NAME)
-            if manifest_checksum(raw) != checksum:
-                link.post_event(
-                    "Warning",
-                    "DeleteSkipped",
-                    f"{storage.url} holds a different backup (checksum differs): nothing deleted",
-                )
-                return
-            # the manifest first: the backup stops being complete before its data goes
-            await storage.delete(MANIFEST_NAME)
-            removed = await storage.delete_prefix("") + 1
-        finally:
-            await storage.close()
+        deletion = await job.delete_stored(checksum)
     except (SpecError, SecretUnavailable, StorageError, Failure) as exc:
         message = redact(getattr(exc, "message", None) or str(exc))
         if isinstance(exc, BucketNotFound | ObjectNotFound):
@@ -80,5 +68,18 @@ async def delete_stored_backup(body: kopf.Body, memo: kopf.Memo, retry: int, log
             raise kopf.TemporaryError(f"cannot delete the stored backup yet: {message}", delay=10) from None
         link.post_event("Warning", "DeleteFailed", f"stored backup left in place: {message}")
         return
-    logger.info("deleted %d stored objects of %s", removed, link.name)
-    link.post_event("Normal", "Deleted", f"deleted {removed} stored objects at {storage.url}")
+    if deletion.held_by is not None:
+        message = f"{deletion.location} is in use by {redact(deletion.held_by)}: nothing deleted"
+        if retry + 1 < DELETE_TRIES:
+            link.post_event("Warning", "DeleteSkipped", f"{message}; trying again later")
+            raise kopf.TemporaryError(message, delay=runtime.settings.wait_interval)
+        link.post_event("Warning", "DeleteFailed", f"stored backup left in place: {message}")
+        return
+    if deletion.skipped is not None:
+        link.post_event("Warning", *deletion.skipped)
+        return
+    if deletion.removed:
+        logger.info("deleted %d stored objects of %s", deletion.removed, link.name)
+        link.post_event(
+            "Normal", "Deleted", f"deleted {deletion.removed} stored objects at {deletion.location}"
+        )

@@ -1,13 +1,23 @@
-"""A MongoBackup's run: resolve the Secrets, stream the backup, report the result."""
+"""A MongoBackup's run: resolve the Secrets, stream the backup, report the result.
+
+The run's owner in the backup name's lock is the MongoBackup's uid: a later attempt of the
+same object (after an operator restart) takes over the lock of its lost predecessor, and
+deletes what that attempt left; a MongoBackup of the same name in another namespace, with
+the same storage folder, has another uid and fails with BackupNameInUse."""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
+from ..engine.cancellation import clean_up
+from ..engine.errors import IntegrityError
+from ..engine.lock import LOCK_NAME, RELEASE_TIMEOUT, BackupLock, LockInfo, create_lock, read_lock
 from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
+from ..redact import redact
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -18,14 +28,31 @@ from .settings import RunnerSettings
 from .units import count, human_bytes, human_duration
 
 
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting a stored backup did."""
+
+    location: str
+    #: objects deleted (0: nothing was there, or nothing of ours)
+    removed: int = 0
+    #: another run holds the name's lock (who): nothing deleted, try again later
+    held_by: str | None = None
+    #: nothing deleted, for good: the reason and message of the Warning to post
+    skipped: tuple[str, str] | None = None
+
+
 class BackupJob:
     kind = "backup"
     restored_field: str | None = None
 
-    def __init__(self, link: ObjectLink, spec: MongoBackupSpec, settings: RunnerSettings) -> None:
+    def __init__(
+        self, link: ObjectLink, spec: MongoBackupSpec, settings: RunnerSettings, owner: str | None = None
+    ) -> None:
         self.link = link
         self.spec = spec
         self.settings = settings
+        #: who this run is in the backup's lock (the object's uid)
+        self.owner = owner or f"{link.namespace}/{link.name}"
         self._uri = ""
         self._storage_settings = StorageSettings()
 
@@ -43,6 +70,16 @@ class BackupJob:
         except StorageError as exc:
             raise Failure("InvalidStorage", str(exc)) from None
 
+    async def delete_stored(self, checksum: str) -> Deletion:
+        """Delete this object's own stored backup (its manifest has the `checksum` the status
+        recorded), under the backup name's lock: the manifest first, then exactly the objects
+        it lists, then the lock. Needs only the storage (`prepare_storage`), not MongoDB."""
+        storage = self.open_storage()
+        try:
+            return await _delete_under_lock(storage, self.owner, checksum)
+        finally:
+            await storage.close()
+
     async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
         try:
             client = open_client(self._uri, timeout_ms=self.settings.mongo_timeout_ms)
@@ -52,7 +89,7 @@ class BackupJob:
         try:
             if resumed:
                 # The lost attempt may have finished writing: then it only missed its status.
-                adopted = await _adopt_complete(storage)
+                adopted = await _adopt_complete(storage, self.owner)
                 if adopted is not None:
                     return adopted
             options = BackupOptions(
@@ -61,6 +98,7 @@ class BackupJob:
                 include=tuple(self.spec.namespaces.include),
                 exclude=tuple(self.spec.namespaces.exclude),
                 parallel=self.spec.parallelism,
+                owner=self.owner,
                 replace_partial=resumed,
             )
             result = await run_backup(client, storage, options, progress=reporter)
@@ -100,11 +138,17 @@ def _iso(result: BackupResult) -> str:
     return result.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _adopt_complete(storage: Storage) -> Outcome | None:
+async def _adopt_complete(storage: Storage, owner: str) -> Outcome | None:
     if not await storage.exists(MANIFEST_NAME):
         return None
     raw = await storage.read_bytes(MANIFEST_NAME)
     manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
+    if manifest.options.get("owner") != owner:
+        return None  # someone else's backup under this name: the attempt fails with BackupExists
+    held = await read_lock(storage)
+    if isinstance(held, LockInfo) and held.owner == owner:
+        # the lost attempt wrote the manifest and died before removing its lock
+        await BackupLock(storage, held).release()
     stored = sum([info.size async for info in storage.list()])
     size = human_bytes(stored)
     status: dict[str, Any] = {
@@ -124,3 +168,55 @@ async def _adopt_complete(storage: Storage) -> Outcome | None:
         f"at {storage.url}"
     )
     return Outcome(status=status, event_message=message)
+
+
+async def _delete_under_lock(storage: Storage, owner: str, checksum: str) -> Deletion:
+    done = Deletion(storage.url)
+    if not await storage.exists(MANIFEST_NAME):
+        held = await read_lock(storage)
+        if isinstance(held, LockInfo) and held.owner == owner:
+            # An earlier try of this deletion removed the manifest, then failed: our lock still
+            # proves that nobody else writes here, so what is left is ours to remove.
+            removed = await BackupLock(storage, held).clear_leftovers()
+            await storage.delete(LOCK_NAME)
+            return Deletion(storage.url, removed=removed + 1)
+        return done  # already gone
+    created = await create_lock(storage, LockInfo.mine(owner, "delete"))
+    if isinstance(created, BackupLock):
+        lock = created
+    elif created is not None and created.owner == owner:
+        lock = BackupLock(storage, created)  # this object's own (its backup run left it)
+    else:
+        return Deletion(storage.url, held_by=created.describe() if created is not None else "another run")
+    try:
+        listed = await _listed_objects(storage, checksum)
+        if isinstance(listed, Deletion):
+            await lock.release()
+            return listed
+        # the manifest first: the backup stops being complete before its data goes
+        await storage.delete(MANIFEST_NAME)
+    except BaseException:
+        # Nothing deleted yet: give the name back, so that a failed deletion blocks nothing.
+        await clean_up(lock.release(), f"the lock of {storage.url}", RELEASE_TIMEOUT)
+        raise
+    # From here a failed try keeps the lock: the next one (or a user) finishes the deletion.
+    for name in listed:
+        if name not in (MANIFEST_NAME, LOCK_NAME):
+            await storage.delete(name)
+    await storage.delete(LOCK_NAME)
+    return Deletion(storage.url, removed=len(listed) + 1)
+
+
+async def _listed_objects(storage: Storage, checksum: str) -> list[str] | Deletion:
+    """The objects of this object's own backup, or why nothing is deleted (the backup there
+    is someone else's, or unreadable)."""
+    raw = await storage.read_bytes(MANIFEST_NAME)
+    if manifest_checksum(raw) != checksum:
+        message = f"{storage.url} holds a different backup (checksum differs): nothing deleted"
+        return Deletion(storage.url, skipped=("DeleteSkipped", message))
+    try:
+        manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
+    except IntegrityError as exc:  # it has the recorded checksum: ours, yet unreadable now
+        message = f"stored backup left in place: {redact(str(exc))}"
+        return Deletion(storage.url, skipped=("DeleteFailed", message))
+    return [obj.name for entry in manifest.collections for obj in entry.objects]

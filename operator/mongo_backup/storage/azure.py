@@ -11,7 +11,6 @@ The SDK's own retries are off (`retry_total=0`): `RetryPolicy` alone decides.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import secrets
@@ -48,7 +47,15 @@ from .location import (
     AZURE_STORAGE_SAS_TOKEN,
     StorageSettings,
 )
-from .retry import PartTasks, error_for_status, is_network_error, prefetch, retry_call, safe_detail
+from .retry import (
+    PartTasks,
+    error_for_status,
+    in_thread,
+    is_network_error,
+    prefetch,
+    retry_call,
+    safe_detail,
+)
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 #: smallest ranged GET when reading; a caller asking for bigger chunks gets one range per chunk
@@ -296,7 +303,7 @@ class AzureStorage(Storage):
         await self.call(f"delete of {self.url}/{name}", delete)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.service.close)
+        await in_thread(self.service.close)
 
 
 def _info(name: str, props: Any) -> ObjectInfo:

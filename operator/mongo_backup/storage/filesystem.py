@@ -6,7 +6,6 @@ the caller asked for it (then `os.replace`)."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import errno
 import os
@@ -26,6 +25,7 @@ from .base import (
     StorageAccessDenied,
     StorageError,
 )
+from .retry import in_thread
 
 TEMP_MARKER = ".tmp-"
 
@@ -45,6 +45,10 @@ def _cannot_write(path: Path, exc: OSError) -> StorageError:
         if blocker is not None:
             return StorageError(f"cannot write {path}: {blocker} is a file, not a folder")
     return StorageError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return open(path, "rb")  # closed by the reader
 
 
 def _fsync_dir(path: Path) -> None:
@@ -79,7 +83,7 @@ class FilesystemWriter(ObjectWriter):
     async def write(self, data: bytes) -> None:
         if not data:
             return
-        await asyncio.to_thread(self._write_sync, data)
+        await in_thread(self._write_sync, data)
 
     def _write_sync(self, data: bytes) -> None:
         try:
@@ -91,7 +95,7 @@ class FilesystemWriter(ObjectWriter):
         self._size += len(data)
 
     async def commit(self) -> ObjectInfo:
-        return await asyncio.to_thread(self._commit_sync)
+        return await in_thread(self._commit_sync)
 
     def _commit_sync(self) -> ObjectInfo:
         f = self._open()
@@ -117,7 +121,7 @@ class FilesystemWriter(ObjectWriter):
         return ObjectInfo(self.name, self._size, datetime.now(UTC))
 
     async def abort(self) -> None:
-        await asyncio.to_thread(self._abort_sync)
+        await in_thread(self._abort_sync)
 
     def _abort_sync(self) -> None:
         if self._file is not None:  # else there is no temporary file (or no folder) to remove
@@ -140,26 +144,26 @@ class FilesystemStorage(Storage):
     async def read(self, name: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
         path = self.path_of(name)
         try:
-            f = await asyncio.to_thread(open, path, "rb")
+            f = await in_thread(_open_for_reading, path)
         except (FileNotFoundError, NotADirectoryError) as exc:  # or a file where a folder should be
             raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
         except PermissionError as exc:
             raise StorageAccessDenied(f"cannot read {self.url}/{name}: {exc.strerror}") from exc
         try:
-            while chunk := await asyncio.to_thread(f.read, chunk_size):
+            while chunk := await in_thread(f.read, chunk_size):
                 yield chunk
         finally:
             f.close()
 
     async def stat(self, name: str) -> ObjectInfo:
         try:
-            st = await asyncio.to_thread(self.path_of(name).stat)
+            st = await in_thread(self.path_of(name).stat)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(f"{self.url}/{name} does not exist") from exc
         return ObjectInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     async def list(self, prefix: str = "", *, partial: bool = False) -> AsyncIterator[ObjectInfo]:
-        for info in await asyncio.to_thread(self._list_sync, prefix, partial):
+        for info in await in_thread(self._list_sync, prefix, partial):
             yield info
 
     def _list_sync(self, prefix: str, partial: bool) -> builtins.list[ObjectInfo]:
@@ -190,7 +194,7 @@ class FilesystemStorage(Storage):
 
     async def delete(self, name: str) -> None:
         path = self.path_of(name)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+        await in_thread(path.unlink, missing_ok=True)
         # Remove folders left empty, up to the root.
         parent = path.parent
         while parent != self.root and parent.is_relative_to(self.root):

@@ -47,7 +47,16 @@ from .base import (
     object_key,
 )
 from .location import GCS_SERVICE_ACCOUNT_JSON, StorageSettings
-from .retry import error_for_status, is_network_error, resumable_stream, retry_async, retry_call, safe_detail
+from .retry import (
+    error_for_status,
+    in_thread,
+    is_network_error,
+    resumable_stream,
+    retry_async,
+    retry_call,
+    safe_detail,
+    settle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +214,7 @@ class GcsWriter(ObjectWriter):
                 content_range = f"bytes {sent_from}-{end - 1}/{total}"
             else:
                 content_range = f"bytes */{total}"
-            response = await asyncio.to_thread(
+            response = await in_thread(
                 self._storage.http.put,
                 self._session_url,
                 data=piece,
@@ -257,7 +266,7 @@ class GcsWriter(ObjectWriter):
         except StorageError:
             # Never leave a corrupt object behind: remove exactly the generation we wrote.
             blob = self._storage.bucket.blob(self._key)
-            await asyncio.to_thread(
+            await in_thread(
                 blob.delete,
                 if_generation_match=int(result["generation"]),
                 timeout=self._storage.timeout,
@@ -310,17 +319,17 @@ class GcsWriter(ObjectWriter):
     async def abort(self) -> None:
         self._buffer = bytearray()
         if self._sending is not None:
-            self._sending.cancel()
-            try:
-                await self._sending
-            except BaseException:
-                pass
-            self._sending = None
+            sending, self._sending = self._sending, None
+            sending.cancel()
+            # until the chunk's PUT has ended (in_thread): only then is the session cancelled
+            await settle([sending])
+            if not sending.cancelled():
+                sending.exception()  # consumed: the write is being aborted anyway
         if self._session is not None:
             session, self._session = self._session, None
             # Cancel the resumable session (GCS answers 499); unfinished sessions hold no object.
             try:
-                await asyncio.to_thread(self._storage.http.delete, session, timeout=self._storage.timeout)
+                await in_thread(self._storage.http.delete, session, timeout=self._storage.timeout)
             except requests.RequestException:
                 pass
 
@@ -520,5 +529,5 @@ class GcsStorage(Storage):
         await retry_call(self.settings.retry, f"delete of {self.url}/{name}", translate, delete)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.http.close)
-        await asyncio.to_thread(self.client.close)
+        await in_thread(self.http.close)
+        await in_thread(self.client.close)

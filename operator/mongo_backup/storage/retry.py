@@ -5,19 +5,26 @@ retries are the ones here: exponential backoff with full jitter, within a total 
 Each backend supplies a `translate` function that turns an SDK exception into one of our
 `StorageError`s; a `TransientStorageError` is retried, every other error fails at once.
 An operation therefore gives up after at most `total_timeout` plus one request's timeouts.
+
+Every blocking SDK or file call runs through `in_thread`: cancelling a task cannot stop a
+thread, so a cancelled call waits for its thread to end before it lets the cancellation go
+on. An abort or a cleanup that follows therefore never races a write still in flight (a
+block landing after its blob was dropped, a temporary file created after it was removed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .base import (
     ObjectExists,
@@ -57,6 +64,39 @@ class RetryPolicy:
             delay = min(self.max_delay, delay * self.multiplier)
 
 
+async def settle(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Wait until every one of `futures` is done, also when the caller is cancelled meanwhile:
+    the cancellation is raised only after the last one has ended. Their results and errors
+    are left to whoever owns them."""
+    pending = {f for f in futures if not f.done()}
+    cancelled: asyncio.CancelledError | None = None
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+        pending = {f for f in pending if not f.done()}
+    if cancelled is not None:
+        raise cancelled
+
+
+async def in_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`asyncio.to_thread`, except that a cancelled call first waits for its thread to end:
+    when this returns or raises, the blocking call is over, whatever happened to the task."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, func, *args, **kwargs)
+    # never cancelled itself: a thread that has started cannot be stopped, only waited for
+    future = loop.run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await settle([future])
+        if not future.cancelled():
+            future.exception()  # consumed: the caller is being cancelled
+        raise
+
+
 async def retry_call(
     policy: RetryPolicy,
     what: str,
@@ -69,7 +109,7 @@ async def retry_call(
     """
 
     async def attempt() -> T:
-        return await asyncio.to_thread(func)
+        return await in_thread(func)
 
     return await retry_async(policy, what, translate, attempt)
 
@@ -121,10 +161,9 @@ async def prefetch(chunks: AsyncIterator[T]) -> AsyncIterator[T]:
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
-            try:
-                await pending
-            except (asyncio.CancelledError, StopAsyncIteration, Exception):
-                pass
+            await settle([pending])
+        if pending is not None and pending.done() and not pending.cancelled():
+            pending.exception()  # consumed: the consumer stopped early or failed
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -153,14 +192,17 @@ class PartTasks:
             task.result()  # re-raise the first failure
 
     async def cancel(self) -> None:
-        for task in self._tasks:
+        """Stop every upload and wait until each has ended, its thread included (`in_thread`):
+        after this, no part of ours can still reach the store."""
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
-        for task in self._tasks:
-            if not task.cancelled():
-                task.exception()  # consumed: the caller is already handling a failure
-        self._tasks = set()
+        try:
+            await settle(tasks)
+        finally:
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # consumed: the caller is already handling a failure
 
 
 _URL_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
@@ -259,14 +301,14 @@ async def resumable_stream(
         reader: ChunkReader | None = None
         pending: asyncio.Future[bytes] | None = None
         try:
-            reader = await asyncio.to_thread(open_at, offset)
-            pending = asyncio.ensure_future(asyncio.to_thread(reader.read))
+            reader = await in_thread(open_at, offset)
+            pending = asyncio.ensure_future(in_thread(reader.read))
             while True:
                 data = await pending
                 pending = None
                 if not data:
                     break
-                pending = asyncio.ensure_future(asyncio.to_thread(reader.read))
+                pending = asyncio.ensure_future(in_thread(reader.read))
                 offset += len(data)
                 yield data
             if offset < size:
@@ -291,6 +333,6 @@ async def resumable_stream(
                 reader.close()
             if pending is not None:
                 # Let the read in flight finish (closing the body ends it) before moving on.
-                await asyncio.wait([pending])
+                await settle([pending])
                 if not pending.cancelled():
                     pending.exception()

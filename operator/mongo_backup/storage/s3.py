@@ -12,7 +12,6 @@ boto3's own retries are limited to one attempt: `RetryPolicy` alone decides.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +34,15 @@ from .base import (
     object_key,
 )
 from .location import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, StorageSettings
-from .retry import PartTasks, error_for_status, is_network_error, resumable_stream, retry_call, safe_detail
+from .retry import (
+    PartTasks,
+    error_for_status,
+    in_thread,
+    is_network_error,
+    resumable_stream,
+    retry_call,
+    safe_detail,
+)
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -368,4 +375,4 @@ class S3Storage(Storage):
         )
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.client.close)
+        await in_thread(self.client.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,11 +144,13 @@ async def test_backup_killed_midway_leaves_no_manifest(
     assert "killed" in listing.stdout and "INCOMPLETE" in listing.stdout
     verify = await asyncio.to_thread(_run_cli, "verify", "--from", url)
     assert verify.returncode != 0
-    # a new backup under the same name refuses, unless told to replace the partial one
+    # a new backup under the same name refuses: the killed run still holds the name's lock
     again = await asyncio.to_thread(_run_cli, "backup", "--uri", mongo_uri, "--to", url)
-    assert again.returncode == 1 and "incomplete backup" in again.stderr
+    assert again.returncode == 1 and "is in use" in again.stderr
+    # ... until the user, as the message says, deletes the dead run's folder
+    await asyncio.to_thread(shutil.rmtree, backup_root / "killed")
     storage = open_storage(url)
-    result = await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"], replace_partial=True))
+    result = await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"]))
     assert result.documents == 80_000
     assert (await verify_backup(storage)).ok
 

@@ -3,7 +3,9 @@ condition Queued), and a deletion in the middle of a run stops it and leaves no 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
+from mongo_backup.engine.failpoints import armed
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
     FAST,
@@ -85,5 +88,33 @@ def test_deleting_a_running_backup_stops_it_and_leaves_nothing(
     assert "mongobackup.io/finalizer" in running["metadata"].get("finalizers", [])
     kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/short-lived")
     gone(kube, "mongobackups", "short-lived")
+    folder = tmp_path / "short-lived"
+    assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_deleting_a_backup_while_it_plans_stops_it_even_when_the_driver_drops_the_cancel(
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, brief_db: str, tmp_path: Path
+) -> None:
+    """A deletion early in a run once left a complete backup behind: on Python 3.11, PyMongo's
+    `asyncio.wait_for` (connecting, sending a command) drops a cancellation that arrives as the
+    awaited step completes, and the run went on to write its manifest after the object was
+    gone. Here the run is held in planning until the deletion cancels it, and that step then
+    drops the cancellation just as the driver does: the run must still stop and clean up."""
+    planning = threading.Event()
+
+    async def drop_the_cancellation(context: dict[str, Any]) -> None:
+        if planning.is_set():
+            return
+        planning.set()
+        try:
+            await asyncio.Event().wait()  # until the deletion cancels the run
+        except asyncio.CancelledError:
+            return  # dropped, as asyncio.wait_for does on 3.11 when its operation completes
+
+    with armed("backup.plan", drop_the_cancellation):
+        kube.apply(backup_object("short-lived", str(tmp_path), [f"{brief_db}.*"], parallelism=1))
+        assert planning.wait(60), "the run never reached planning"
+        kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/short-lived")
+        gone(kube, "mongobackups", "short-lived")
     folder = tmp_path / "short-lived"
     assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]

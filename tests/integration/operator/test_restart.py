@@ -10,6 +10,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from mongo_backup.engine.lock import LockInfo
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
@@ -40,10 +41,14 @@ def test_backup_interrupted_by_an_operator_restart_completes_on_the_next_one(
     interrupted = get(kube, "mongobackups", "slow")
     assert interrupted is not None and interrupted["status"]["phase"] == "Running", interrupted
     assert interrupted["status"]["attempts"] == 1
-    # what a killed process (no chance to clean up) would leave behind
-    stray = tmp_path / "slow" / dbname / "a.bson.zst"
-    stray.parent.mkdir(parents=True, exist_ok=True)
-    stray.write_bytes(b"partial")
+    # what a killed process (no chance to clean up) would leave behind: its lock (owned by the
+    # object's uid), a finished object and a half-written one (a hidden temporary file)
+    folder = tmp_path / "slow"
+    (folder / dbname).mkdir(parents=True, exist_ok=True)
+    lock = LockInfo.mine(interrupted["metadata"]["uid"], "backup")
+    (folder / "lock.json").write_bytes(lock.to_json())
+    (folder / dbname / "a.bson.zst").write_bytes(b"partial")
+    (folder / dbname / ".b.bson.zst.tmp-0123456789ab").write_bytes(b"x" * 100_000)
 
     with OperatorThread(kube.url):
         done = wait_for(kube, "mongobackups", "slow", phase_is("Completed", "Failed"), timeout=120)
@@ -53,10 +58,8 @@ def test_backup_interrupted_by_an_operator_restart_completes_on_the_next_one(
     assert status["documents"] == 3 * DOCS
     manifest = json.loads((tmp_path / "slow" / "manifest.json").read_text())
     listed = {obj["name"] for coll in manifest["collections"] for obj in coll["objects"]}
-    stored = {
-        p.relative_to(tmp_path / "slow").as_posix() for p in (tmp_path / "slow").rglob("*") if p.is_file()
-    }
-    assert stored == listed | {"manifest.json"}
+    stored = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert stored == listed | {"manifest.json"}  # no lock, no temporary file left
     started = [e["message"] for e in events_of(kube, "slow") if e["reason"] == "Started"]
     assert any("lost attempt" in m for m in started), started
 

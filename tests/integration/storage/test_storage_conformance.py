@@ -231,12 +231,12 @@ async def test_large_object_created_during_a_write_is_not_overwritten(backend: B
 
 
 async def test_failure_mid_upload_leaves_nothing_behind(backend: Backend, prefix: str) -> None:
+    """(With parts held in flight across the abort: test_an_abort_waits_for_parts_still_in_flight.)"""
     storage = backend.open(prefix, part_size=SMALL_PART)
     try:
         with pytest.raises(RuntimeError, match="source failed"):
             async with storage.open_write("db/coll.bson") as writer:
                 await writer.write(pattern(3 * SMALL_PART))
-                await asyncio.sleep(0.2)  # let part uploads start
                 raise RuntimeError("source failed")
         assert await names(storage) == []
         assert not await storage.exists("db/coll.bson")
@@ -247,6 +247,72 @@ async def test_failure_mid_upload_leaves_nothing_behind(backend: Backend, prefix
         assert await storage.read_bytes("db/coll.bson") == b"retry"
     finally:
         await storage.close()
+
+
+async def test_concurrent_creates_of_one_name_have_exactly_one_winner(store: Storage) -> None:
+    """What the backup name's lock (lock.json) relies on: of writers racing to create one
+    name, one wins, every other one gets ObjectExists, and the winner's bytes are intact."""
+    writers = 8
+    payloads = [f"writer {i}\n".encode() * (50 + i) for i in range(writers)]
+    results = await asyncio.gather(
+        *(store.write_bytes("lock.json", payload) for payload in payloads), return_exceptions=True
+    )
+    winners = [i for i, result in enumerate(results) if not isinstance(result, BaseException)]
+    assert len(winners) == 1, results
+    losers = [result for i, result in enumerate(results) if i not in winners]
+    assert all(isinstance(result, ObjectExists) for result in losers), losers
+    assert await store.read_bytes("lock.json") == payloads[winners[0]]
+    assert await names(store) == ["lock.json"]
+
+
+#: a request that only a multi-part write sends (GCS: a resumable session, which
+#: fake-gcs-server does not hold to ifGenerationMatch=0; simple uploads it does)
+MULTI_PART_REQUEST = {"gcs": "uploadType=resumable", "s3": "?uploads", "azure": "comp=block"}
+
+
+async def test_a_small_create_if_absent_write_is_one_conditional_upload(
+    backend: Backend, prefix: str
+) -> None:
+    """The lock is small: it goes up in one request that carries the precondition, never as a
+    multi-part upload (where an emulator might not check it)."""
+    need_network(backend)
+    with FaultyProxy(backend.endpoint) as proxy:  # type: ignore[arg-type]
+        storage = backend.open_via(proxy.endpoint, prefix)
+        try:
+            await storage.write_bytes("lock.json", b"{}" * 200)
+            with pytest.raises(ObjectExists):
+                await storage.write_bytes("lock.json", b"[]")
+        finally:
+            await storage.close()
+    multi_part = [path for _, path, _ in proxy.seen if MULTI_PART_REQUEST[backend.name] in path]
+    assert multi_part == []
+
+
+#: the path of the first part/chunk/block upload of a multi-part write
+FIRST_PART_REQUEST = {"gcs": "upload_id=", "s3": "partNumber=1", "azure": "comp=block"}
+
+
+async def test_an_abort_waits_for_parts_still_in_flight(backend: Backend, prefix: str) -> None:
+    """A part still travelling when the write is aborted must not land after the cleanup (an
+    Azure block staged after its blob was dropped: the retry then got 409 BlobAlreadyExists).
+    The proxy holds the part back until the writer's cleanup (a DELETE) has been answered, or
+    two seconds if no cleanup comes while the part is in flight, which is how it must be."""
+    need_network(backend)
+    with FaultyProxy(backend.endpoint) as proxy:  # type: ignore[arg-type]
+        storage = backend.open_via(proxy.endpoint, prefix, part_size=SMALL_PART)
+        try:
+            part = proxy.hold(FIRST_PART_REQUEST[backend.name], until_method="DELETE")
+            with pytest.raises(RuntimeError, match="source failed"):
+                async with storage.open_write("db/coll.bson") as writer:
+                    await writer.write(pattern(SMALL_PART + 10))  # one full part goes up
+                    assert await asyncio.to_thread(part.held.wait, 60), "no part upload started"
+                    raise RuntimeError("source failed")
+            assert await names(storage) == []
+            assert backend.leftovers(prefix) == []
+            await storage.write_bytes("db/coll.bson", b"retry")
+            assert await storage.read_bytes("db/coll.bson") == b"retry"
+        finally:
+            await storage.close()
 
 
 async def test_child_storage_is_rooted_below_its_parent(store: Storage) -> None:
