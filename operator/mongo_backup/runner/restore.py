@@ -99,6 +99,7 @@ class RestoreJob:
             on_conflict="drop" if self.spec.on_conflict == "Drop" else "fail",
             parallel=self.spec.parallelism,
             verify=self.spec.verify,
+            source_format=self.spec.source.format if self.spec.source else "mongo-backup",
             run_id=run_id_of(self.uid),
             already_restored=tuple(self.restored),
             resume=resumed,
@@ -110,6 +111,13 @@ class RestoreJob:
         except EngineError as exc:  # the only EngineError of open_client: a malformed URI (masked)
             raise Failure("InvalidURI", str(exc)) from None
         storage = self.open_storage()
+        if self.spec.source is not None and self.spec.source.format == "mongodump":
+            self.link.post_event(
+                "Warning",
+                "Unverifiable",
+                f"{storage.url} is read as a plain mongodump directory: it has no manifest, "
+                "so what is restored cannot be verified against the backup",
+            )
         try:
             try:
                 result = await run_restore(client, storage, self.options(resumed), progress=reporter)
