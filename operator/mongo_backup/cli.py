@@ -218,14 +218,14 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
             verify=not args.no_verify,
             source_format="mongodump" if args.from_mongodump else "mongo-backup",
         )
-        if args.from_mongodump:
-            _warn(
-                args,
-                f"{storage.url} is read as a plain mongodump directory: it has no manifest, "
-                "so what is restored cannot be verified against the backup",
-            )
         result = await run_restore(client, storage, options, display)
     display.close()
+    if args.from_mongodump:  # said once it is known to be one, not before
+        _warn(
+            args,
+            f"{result.source} was restored as a plain mongodump directory: it has no manifest, "
+            "so what was restored cannot be verified against a backup",
+        )
     lines = [
         f"restore complete from {result.source}",
         f"  {len(result.collections)} collections, {result.documents:,} documents, {human_seconds(result.duration)}",

@@ -111,18 +111,18 @@ class RestoreJob:
         except EngineError as exc:  # the only EngineError of open_client: a malformed URI (masked)
             raise Failure("InvalidURI", str(exc)) from None
         storage = self.open_storage()
-        if self.spec.source is not None and self.spec.source.format == "mongodump":
-            self.link.post_event(
-                "Warning",
-                "Unverifiable",
-                f"{storage.url} is read as a plain mongodump directory: it has no manifest, "
-                "so what is restored cannot be verified against the backup",
-            )
         try:
             try:
                 result = await run_restore(client, storage, self.options(resumed), progress=reporter)
             finally:
                 self.restored += [ns for ns in reporter.restored if ns not in self.restored]
+            if self.spec.source is not None and self.spec.source.format == "mongodump":
+                self.link.post_event(
+                    "Warning",
+                    "Unverifiable",
+                    f"{storage.url} was restored as a plain mongodump directory: it has no manifest, "
+                    "so what was restored cannot be verified against a backup",
+                )
             server_version = await _server_version(client)
             stored = self._backup_status.get("storedBytes")
             if stored is None:

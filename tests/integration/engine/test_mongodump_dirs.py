@@ -5,8 +5,6 @@ laid out exactly as mongodump writes them."""
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +23,11 @@ from mongo_backup.engine import (
     verify_backup,
 )
 from mongo_backup.storage import open_storage
+from tests.support.mongodump import write_mongodump_dir
 
 from .conftest import raw_documents
 
 Client = AsyncMongoClient[Any]
-
-
-def write_mongodump_dir(root: Path, db: str, docs: list[dict[str, Any]], *, gz: bool, metadata: bool) -> None:
-    folder = root / db
-    folder.mkdir(parents=True)
-    data = b"".join(bson.encode(d) for d in docs)
-    meta = json.dumps(
-        {
-            "options": {},
-            "indexes": [
-                {"v": {"$numberInt": "2"}, "key": {"_id": {"$numberInt": "1"}}, "name": "_id_"},
-                {
-                    "v": {"$numberInt": "2"},
-                    "key": {"sku": {"$numberInt": "1"}},
-                    "name": "sku_1",
-                    "unique": True,
-                },
-            ],
-            "uuid": "4b2ef3b2b6b34c5f9c1e55a4b1d2c3e4",
-            "collectionName": "items",
-            "type": "collection",
-        }
-    ).encode()
-    view_meta = json.dumps(
-        {"options": {"viewOn": "items", "pipeline": [{"$match": {"sku": {"$gt": 5}}}]}, "indexes": [],
-         "collectionName": "big_items", "type": "view"}
-    ).encode()  # fmt: skip
-    suffix = ".gz" if gz else ""
-    pack = gzip.compress if gz else (lambda b: b)
-    (folder / f"items.bson{suffix}").write_bytes(pack(data))
-    if metadata:
-        (folder / f"items.metadata.json{suffix}").write_bytes(pack(meta))
-        (folder / f"big_items.metadata.json{suffix}").write_bytes(pack(view_meta))
-    (root / "oplog.bson").write_bytes(b"")  # written by --oplog; not a collection
-    (root / "prelude.json").write_bytes(b"{}")
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -110,7 +74,7 @@ async def test_a_backup_of_ours_is_not_read_as_a_mongodump_directory(
     storage = open_storage(f"file://{tmp_path}/ours")
     await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"]))
     options = RestoreOptions(ns_from=[f"{dbname}.*"], ns_to=[f"{dbname}_r.*"], source_format="mongodump")
-    with pytest.raises(InvalidInput, match="holds a mongo-backup backup.*without --from-mongodump"):
+    with pytest.raises(InvalidInput, match=r"holds a mongo-backup backup.*without --from-mongodump"):
         await run_restore(mongo, storage, options)
     assert await mongo[f"{dbname}_r"].list_collection_names() == []
 
