@@ -198,7 +198,7 @@ class BackupManifest(_Strict):
     compression_level: Annotated[int, Field(ge=-1000, le=1000)] | None = Field(
         validation_alias=AliasPath("compression", "level")
     )
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any]
     #: read from a stored manifest (where it is required); computed when None
     totals: Totals | None = None
     collections: list[CollectionEntry] = Field(max_length=MAX_COLLECTIONS)
