@@ -277,7 +277,9 @@ async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str
         if b.invalid:
             rows.append(f"  {redact(b.invalid)}")
         if b.partial_objects:
-            rows.append(f"  {b.partial_objects} of its {b.objects} objects are unfinished writes")
+            rows.append(
+                f"  unfinished writes (a killed run's leftovers): {b.partial_objects} of {b.objects} objects"
+            )
     _say(args, "\n".join(rows) if listings else f"no backups under {storage.url}")
     return {"location": storage.url, "backups": [_jsonable(b) for b in listings]}
 

@@ -498,7 +498,7 @@ async def test_ls_lists_the_good_backups_next_to_the_bad_ones(pristine: Path, tm
     assert any(
         "manifest invalid" in line and ".objects[" in line and "must be >= 0" in line for line in lines
     )
-    assert any("1 of its" in line and "unfinished" in line for line in lines)
+    assert any("unfinished writes" in line and "1 of " in line for line in lines)
 
 
 # -- mongodump directories ------------------------------------------------------------------

@@ -180,7 +180,8 @@ class RootContents:
             what += f"{', ' if what else ''}{partial} unfinished {'write' if partial == 1 else 'writes'}"
         total = len(self.ours) + len(self.mongodump) + len(self.others)
         return IncompleteBackup(
-            f"{self.location} is an incomplete backup: {total} objects written by mongo-backup ({what}) "
+            f"{self.location} is an incomplete backup: {total} {'object' if total == 1 else 'objects'} "
+            f"written by mongo-backup ({what}) "
             f"but no {MANIFEST_NAME}: the backup never finished and must not be restored"
         )
 
