@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
     p.add_argument("--insert-workers", type=positive_int, default=2, help="insert workers per collection")
     p.add_argument("--no-verify", action="store_true", help="skip reading back restored collections")
+    p.add_argument(
+        "--from-mongodump",
+        action="store_true",
+        help="the source is a plain `mongodump --out` directory (no manifest: it cannot be verified)",
+    )
     storage_flags(p)
 
     p = sub.add_parser("verify", help="check a stored backup against its manifest (no database needed)")
@@ -251,9 +256,16 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
             parallel=args.parallel,
             insert_workers=args.insert_workers,
             verify=not args.no_verify,
+            source_format="mongodump" if args.from_mongodump else "mongo-backup",
         )
         result = await run_restore(client, storage, options, display)
     display.close()
+    if args.from_mongodump:  # said once it is known to be one, not before
+        _warn(
+            args,
+            f"{result.source} was restored as a plain mongodump directory: it has no manifest, "
+            "so what was restored cannot be verified against a backup",
+        )
     lines = [
         f"restore complete from {result.source}",
         f"  {len(result.collections)} collections, {result.documents:,} documents, {human_seconds(result.duration)}",
@@ -277,7 +289,11 @@ async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict
     display.close()
     if not result.ok:
         _say(args, "\n".join(f"  {p}" for p in result.problems))
-        raise IntegrityError(f"verify failed: {len(result.problems)} problems in {result.location}")
+        count = len(result.problems)
+        raise IntegrityError(
+            f"verify failed: {count} {'problem' if count == 1 else 'problems'} in {result.location}, "
+            f"first: {result.problems[0]}"
+        )
     _say(
         args,
         f"backup OK: {result.location}\n  {result.objects} objects, {result.documents:,} documents, "
@@ -296,8 +312,14 @@ async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str
     for b in listings:
         created = b.created.strftime("%Y-%m-%d %H:%M:%S") if b.created else "-"
         docs = f"{b.documents:,}" if b.documents is not None else "-"
-        status = "complete" if b.complete else "INCOMPLETE"
+        status = "complete" if b.state == "complete" else b.state.upper()
         rows.append(f"{b.name:30} {status:10} {human_bytes(b.stored_bytes):>10} {docs:>12}  {created}")
+        if b.invalid:
+            rows.append(f"  {redact(b.invalid)}")
+        if b.partial_objects:
+            rows.append(
+                f"  unfinished writes (a killed run's leftovers): {b.partial_objects} of {b.objects} objects"
+            )
     _say(args, "\n".join(rows) if listings else f"no backups under {storage.url}")
     return {"location": storage.url, "backups": [_jsonable(b) for b in listings]}
 
@@ -350,10 +372,14 @@ def _emit(stream: Any, text: str) -> None:
     print(redact(text), file=stream, flush=True)
 
 
+def _warn(args: argparse.Namespace, text: str) -> None:
+    print(f"mongo-backup {args.command}: warning: {redact(text)}", file=sys.stderr)
+
+
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for prop in ("duration", "ok"):
+        for prop in ("duration", "ok", "state"):
             if hasattr(value, prop):
                 out[prop] = getattr(value, prop)
         return out

@@ -37,6 +37,14 @@ class RestoreSource(SpecModel):
         pattern=r"^[^/]+$",
         description="Name of the backup in that folder (the MongoBackup's name when it was made).",
     )
+    format: Literal["mongo-backup", "mongodump"] = Field(
+        default="mongo-backup",
+        description=(
+            "What the folder holds: a mongo-backup backup (verified against its manifest), or "
+            "`mongodump`: a plain `mongodump --out` directory, restored without any verification "
+            "(it has no manifest); a backup of ours is refused in that mode."
+        ),
+    )
 
 
 class NamespaceRename(SpecModel):

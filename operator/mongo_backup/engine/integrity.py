@@ -50,6 +50,10 @@ class DataObjectReader:
             raise IntegrityError(
                 f"{self.where}: {self.digest.documents} documents, the manifest says {source.documents}"
             )
+        if source.data_bytes is not None and self.digest.bytes != source.data_bytes:
+            raise IntegrityError(
+                f"{self.where}: {self.digest.bytes} bytes of BSON, the manifest says {source.data_bytes}"
+            )
         if source.digest is not None and self.digest.hexdigest() != source.digest:
             raise IntegrityError(f"{self.where}: content digest does not match the manifest")
         return self.digest

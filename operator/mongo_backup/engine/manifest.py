@@ -1,37 +1,157 @@
-"""manifest.json: the table of contents of a backup, written last. docs/FORMAT.md is its spec."""
+"""manifest.json: the table of contents of a backup, written last. docs/FORMAT.md section 3 is
+its spec.
+
+Read back from storage, the manifest is input, validated like input from users: one strict
+pydantic model (types, bounds, names, one metadata object per entry, totals that add up),
+shared by verify, restore, ls, the runner and the deletion of a backup. A manifest that does
+not fit is `ManifestInvalid`, one line naming the field: "manifest invalid:
+collections[3].objects[0].size: must be >= 0". Fields it does not know are ignored
+(FORMAT.md section 7).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from .errors import IntegrityError
+from pydantic import (
+    AfterValidator,
+    AliasPath,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from .compression import CODECS
+from .errors import ManifestInvalid
+from .names import namespace_problem, object_name_problem, shown
 
 MANIFEST_NAME = "manifest.json"
+#: the backup name's lock, the first object a backup writes (docs/FORMAT.md section 3a)
+LOCK_NAME = "lock.json"
 FORMAT_NAME = "mongo-backup"
 FORMAT_VERSION = 1
 
+#: the largest integer every JSON reader holds exactly (I-JSON, RFC 7493): the bound of every
+#: size and count, far above any real backup
+MAX_COUNT = 2**53 - 1
+#: more entries than any deployment has collections: a bound on what one manifest may make us hold
+MAX_COLLECTIONS = 1_000_000
+_MAX_TEXT = 256
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
+_DATA_SUFFIXES = tuple(".bson" + c.suffix for c in CODECS.values())
+_METADATA_SUFFIXES = tuple(".metadata.json" + c.suffix for c in CODECS.values())
 
-@dataclass(frozen=True)
-class StoredObject:
-    name: str  # relative to the backup's root
-    role: str  # "data" | "metadata"
-    size: int
-    sha256: str
+
+def _text(value: str) -> str:
+    if any(not c.isprintable() for c in value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
-@dataclass(frozen=True)
-class CollectionEntry:
+def _hex(prefix: str, digits: int) -> Any:
+    pattern = re.compile(re.escape(prefix) + f"[0-9a-f]{{{digits}}}\\Z")
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(
+                f"must be {prefix + ' followed by ' if prefix else ''}{digits} lower-case hex digits"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _rfc3339(value: Any, info: ValidationInfo) -> Any:
+    """From JSON, exactly an RFC 3339 string with a time zone (the datetime parser alone also
+    takes numbers and other layouts); in Python, a datetime."""
+    if info.mode == "json":
+        if not isinstance(value, str) or not _RFC3339.match(value):
+            raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-31T23:59:59Z")
+    elif not isinstance(value, datetime):
+        raise ValueError("must be a datetime")
+    return value
+
+
+def _object_name(value: str) -> str:
+    problem = object_name_problem(value)
+    if problem:
+        raise ValueError(f"{shown(value)}: {problem}")
+    return value
+
+
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Text = Annotated[str, Field(max_length=_MAX_TEXT), AfterValidator(_text)]
+Sha256 = Annotated[str, _hex("", 64)]
+ContentDigestHex = Annotated[str, _hex("b2sum128:", 32)]
+# the string is checked first; then parsed (a validator's output is no longer JSON: not strict)
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
+ObjectName = Annotated[str, AfterValidator(_object_name)]
+
+
+def _one_of(*allowed: str) -> Any:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(repr(a) for a in allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# str rather than Literal: the backup builds entries from what the server reports
+CollectionType = Annotated[str, _one_of("collection", "view", "timeseries")]
+CompressionName = Annotated[str, _one_of(*CODECS)]
+Role = Literal["data", "metadata"]
+
+
+class _Strict(BaseModel):
+    # strict: no coercion ("12" is not 12, 1.0 is not 1); names and camelCase aliases both
+    # build a model in Python, only the aliases are read from JSON (see BackupManifest.from_json)
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+
+class StoredObject(_Strict):
+    name: ObjectName  # relative to the backup's root
+    role: Role
+    size: Count
+    sha256: Sha256
+
+    _FIELDS: ClassVar[tuple[str, ...]] = ("name", "role", "size", "sha256")
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Also `StoredObject(name, role, size, sha256)`, as the backup builds them."""
+        if len(args) > len(self._FIELDS):
+            raise TypeError(f"StoredObject takes at most {len(self._FIELDS)} positional arguments")
+        data.update(zip(self._FIELDS, args, strict=False))
+        super().__init__(**data)
+
+    @model_validator(mode="after")
+    def _suffix_fits_role(self) -> StoredObject:
+        suffixes = _DATA_SUFFIXES if self.role == "data" else _METADATA_SUFFIXES
+        if not self.name.endswith(suffixes):
+            raise ValueError(f"a {self.role} object's name ends with {' or '.join(sorted(suffixes))}")
+        return self
+
+
+class CollectionEntry(_Strict):
     db: str
     name: str
-    type: str  # "collection" | "view" | "timeseries"
-    documents: int
-    data_bytes: int
-    digest: str | None
-    objects: list[StoredObject]
+    type: CollectionType
+    documents: Count
+    data_bytes: Count = Field(alias="dataBytes")
+    digest: ContentDigestHex | None
+    objects: list[StoredObject] = Field(min_length=1, max_length=2)
 
     @property
     def namespace(self) -> str:
@@ -44,18 +164,44 @@ class CollectionEntry:
     def stored_bytes(self) -> int:
         return sum(o.size for o in self.objects)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> CollectionEntry:
+        problem = namespace_problem(self.db, self.name)
+        if problem:
+            raise ValueError(f"namespace {shown(self.namespace)}: {problem}")
+        roles = [o.role for o in self.objects]
+        if roles.count("metadata") != 1:
+            raise ValueError("an entry has exactly one metadata object")
+        if self.type == "view":
+            if "data" in roles or self.digest is not None or self.documents or self.data_bytes:
+                raise ValueError("a view has no data object, no digest, 0 documents and 0 dataBytes")
+        elif "data" not in roles or self.digest is None:
+            raise ValueError(f"a {self.type} entry has one data object and a digest")
+        return self
 
-@dataclass(frozen=True)
-class BackupManifest:
-    engine_version: str
-    server_version: str
-    started_at: datetime
-    completed_at: datetime
-    compression: str
-    compression_level: int | None
-    collections: list[CollectionEntry]
-    options: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+
+class Totals(_Strict):
+    collections: Count
+    documents: Count
+    data_bytes: Count = Field(alias="dataBytes")
+    stored_bytes: Count = Field(alias="storedBytes")
+
+
+class BackupManifest(_Strict):
+    format: Annotated[str, _one_of(FORMAT_NAME)] = FORMAT_NAME
+    format_version: int = Field(default=FORMAT_VERSION, ge=1, le=FORMAT_VERSION, alias="formatVersion")
+    engine_version: Text = Field(alias="engineVersion")
+    server_version: Text = Field(alias="serverVersion")
+    started_at: Timestamp = Field(alias="startedAt")
+    completed_at: Timestamp = Field(alias="completedAt")
+    compression: CompressionName = Field(validation_alias=AliasPath("compression", "type"))
+    compression_level: Annotated[int, Field(ge=-1000, le=1000)] | None = Field(
+        validation_alias=AliasPath("compression", "level")
+    )
+    options: dict[str, Any]
+    #: read from a stored manifest (where it is required); computed when None
+    totals: Totals | None = None
+    collections: list[CollectionEntry] = Field(max_length=MAX_COLLECTIONS)
 
     @property
     def documents(self) -> int:
@@ -69,7 +215,44 @@ class BackupManifest:
     def stored_bytes(self) -> int:
         return sum(c.stored_bytes for c in self.collections)
 
+    def computed_totals(self) -> Totals:
+        return Totals(
+            collections=len(self.collections),
+            documents=self.documents,
+            data_bytes=self.data_bytes,
+            stored_bytes=self.stored_bytes,
+        )
+
+    @model_validator(mode="after")
+    def _adds_up(self, info: ValidationInfo) -> BackupManifest:
+        namespaces: set[str] = set()
+        objects: set[str] = set()
+        for i, entry in enumerate(self.collections):
+            if entry.namespace in namespaces:
+                raise ValueError(f"collections[{i}]: {shown(entry.namespace)} is listed twice")
+            namespaces.add(entry.namespace)
+            for o in entry.objects:
+                if o.name in objects or o.name in (MANIFEST_NAME, LOCK_NAME):
+                    raise ValueError(f"collections[{i}]: object {shown(o.name)} is listed twice")
+                objects.add(o.name)
+        if self.totals is None:
+            if info.mode == "json":
+                raise ValueError("totals: missing")
+            return self
+        computed = self.computed_totals()
+        for field, alias in (
+            ("collections", "collections"),
+            ("documents", "documents"),
+            ("data_bytes", "dataBytes"),
+            ("stored_bytes", "storedBytes"),
+        ):
+            stated, found = getattr(self.totals, field), getattr(computed, field)
+            if stated != found:
+                raise ValueError(f"totals.{alias}: {stated}, but the entries add up to {found}")
+        return self
+
     def to_json(self) -> bytes:
+        totals = self.computed_totals()
         doc = {
             "format": FORMAT_NAME,
             "formatVersion": self.format_version,
@@ -80,10 +263,10 @@ class BackupManifest:
             "compression": {"type": self.compression, "level": self.compression_level},
             "options": self.options,
             "totals": {
-                "collections": len(self.collections),
-                "documents": self.documents,
-                "dataBytes": self.data_bytes,
-                "storedBytes": self.stored_bytes,
+                "collections": totals.collections,
+                "documents": totals.documents,
+                "dataBytes": totals.data_bytes,
+                "storedBytes": totals.stored_bytes,
             },
             "collections": [
                 {
@@ -105,45 +288,89 @@ class BackupManifest:
 
     @classmethod
     def from_json(cls, raw: bytes, where: str) -> BackupManifest:
+        """The manifest in `raw` (read from `where`), or ManifestInvalid naming the first field
+        that does not fit."""
+        _check_header(raw, where)
         try:
-            doc = json.loads(raw)
-            if doc.get("format") != FORMAT_NAME:
-                raise IntegrityError(f"{where}: not a {FORMAT_NAME} manifest")
-            version = int(doc["formatVersion"])
-            if version > FORMAT_VERSION:
-                raise IntegrityError(
-                    f"{where}: format version {version} is newer than this tool reads ({FORMAT_VERSION}); "
-                    "upgrade mongo-backup"
-                )
-            return cls(
-                format_version=version,
-                engine_version=str(doc["engineVersion"]),
-                server_version=str(doc["serverVersion"]),
-                started_at=datetime.fromisoformat(doc["startedAt"]),
-                completed_at=datetime.fromisoformat(doc["completedAt"]),
-                compression=str(doc["compression"]["type"]),
-                compression_level=doc["compression"].get("level"),
-                options=dict(doc.get("options") or {}),
-                collections=[
-                    CollectionEntry(
-                        db=str(c["db"]),
-                        name=str(c["name"]),
-                        type=str(c["type"]),
-                        documents=int(c["documents"]),
-                        data_bytes=int(c["dataBytes"]),
-                        digest=c.get("digest"),
-                        objects=[
-                            StoredObject(str(o["name"]), str(o["role"]), int(o["size"]), str(o["sha256"]))
-                            for o in c["objects"]
-                        ],
-                    )
-                    for c in doc["collections"]
-                ],
-            )
-        except IntegrityError:
-            raise
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"{where}: unreadable manifest ({type(exc).__name__}: {exc})") from None
+            return cls.model_validate_json(raw, by_alias=True, by_name=False)
+        except ValidationError as exc:
+            raise _invalid(where, exc) from None
+
+
+class _Header(BaseModel):
+    """What must be known before the rest can be read: a newer version may differ anywhere."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: Any = None
+    formatVersion: Any = None
+
+
+def _check_header(raw: bytes, where: str) -> None:
+    try:
+        header = _Header.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid(where, exc) from None
+    if header.format != FORMAT_NAME:
+        raise ManifestInvalid(f"{where}: manifest invalid: format: must be {FORMAT_NAME!r}")
+    version = header.formatVersion
+    if version is None:
+        raise ManifestInvalid(f"{where}: manifest invalid: formatVersion: missing")
+    if type(version) is int and version > FORMAT_VERSION:
+        shown_version = str(version) if version < 10**6 else "far"
+        raise ManifestInvalid(
+            f"{where}: manifest invalid: formatVersion {shown_version} is newer than this tool reads "
+            f"({FORMAT_VERSION}): upgrade mongo-backup"
+        )
+
+
+#: pydantic's words for the common errors, shortened to the format's (ctx fills the braces)
+_MESSAGES = {
+    "missing": "missing",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be an array",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than_equal": "must be <= {le}",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "string_too_long": "must have at most {max_length} characters",
+    "literal_error": "must be one of {expected}",
+    "timezone_aware": "must have a time zone",
+}
+
+
+def _invalid(where: str, exc: ValidationError) -> ManifestInvalid:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ManifestInvalid(f"{where}: manifest invalid: {_describe(first)}{more}")
+
+
+def _describe(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "json_invalid":
+        return f"not JSON ({error.get('ctx', {}).get('error', 'unreadable')})"
+    if kind in ("value_error", "assertion_error"):
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    else:
+        template = _MESSAGES.get(kind)
+        ctx = error.get("ctx") or {}
+        message = template.format(**ctx) if template else error["msg"]
+    path = _path(error["loc"])
+    if not path or message.startswith(("totals", "collections[")):
+        return message
+    return f"{path}: {message}"
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def manifest_checksum(raw: bytes) -> str:

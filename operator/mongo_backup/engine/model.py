@@ -15,6 +15,9 @@ from .namespaces import NamespaceFilter, NamespaceRenamer
 
 Compression = Literal["zstd", "gzip", "none"]
 ConflictPolicy = Literal["fail", "drop"]
+#: what the restore reads: our format (manifest, verified), or, only when the user says so, a
+#: plain mongodump directory (no manifest: cannot be verified)
+SourceFormat = Literal["mongo-backup", "mongodump"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class RestoreOptions:
     #: this run was started before and is taken up again: a target that already holds exactly
     #: the backup's data was swapped in by the lost attempt and counts as restored
     resume: bool = False
+    #: "mongodump": the source is a plain `mongodump --out` directory (CLI --from-mongodump)
+    source_format: SourceFormat = "mongo-backup"
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel, insert_workers=self.insert_workers)
@@ -213,3 +218,13 @@ class BackupListing:
     created: datetime | None
     checksum: str | None
     documents: int | None
+    #: why the manifest does not fit the format (then `complete` is False): "manifest invalid: ..."
+    invalid: str | None = None
+    #: unfinished writes (a killed run's hidden leftovers), counted in `objects` and `stored_bytes`
+    partial_objects: int = 0
+
+    @property
+    def state(self) -> Literal["complete", "incomplete", "invalid"]:
+        if self.invalid is not None:
+            return "invalid"
+        return "complete" if self.complete else "incomplete"

@@ -22,7 +22,7 @@ from .cursor import batch_documents, read_digest
 from .digest import ContentDigest
 from .errors import EngineError, IntegrityError, RestoreConflict
 from .integrity import DataObjectReader, check_stored
-from .metadata import parse_metadata
+from .metadata import collection_options, index_specs, metadata_notes, parse_metadata
 from .model import (
     CollectionProgress,
     ProgressCallback,
@@ -76,7 +76,7 @@ async def run_restore(
     if options.parallel < 1 or options.insert_workers < 1:
         raise EngineError("parallel and insert_workers must be at least 1")
     started = datetime.now(UTC)
-    catalog = await load_catalog(storage)
+    catalog = await load_catalog(storage, options.source_format)
     selection = NamespaceFilter(options.include, options.exclude)
     renamer = NamespaceRenamer(options.ns_from, options.ns_to)
     run_id = options.run_id or secrets.token_hex(4)
@@ -106,6 +106,8 @@ async def run_restore(
 
     tracker = ProgressTracker("restore", progress)
     restorer = _Restorer(client, storage, catalog, options, run_id, tracker, existing)
+    restorer.notes += catalog.notes
+    restorer.notes += [note for t in targets for note in metadata_notes(t.metadata, t.source.namespace)]
     results: list[RestoredCollection] = [
         RestoredCollection(t.source.namespace, t.namespace, t.type, t.source.documents or 0, "skipped", None)
         for t in targets
@@ -282,7 +284,7 @@ class _Restorer:
         db = self.client[target.db]
         temp = temp_name(self.run_id, self.attempt, target.namespace)
         with mongo_errors(f"creating a temporary collection for {target.namespace}"):
-            await db.command({"create": temp, **_create_options(target.metadata)})
+            await db.command({"create": temp, **collection_options(target.metadata)})
         digest = await self._load_data(target, db[temp], entry)
         with mongo_errors(f"building the indexes of {target.namespace}"):
             await self._create_indexes(target, temp)
@@ -312,7 +314,7 @@ class _Restorer:
     async def _check_options_kept(self, target: _Target) -> None:
         """Say so when the server did not keep the collection's options across the rename
         (mongod does; some compatible servers do not)."""
-        wanted = _create_options(target.metadata)
+        wanted = collection_options(target.metadata)
         if not wanted:
             return
         with mongo_errors(f"reading the options of {target.namespace}"):
@@ -333,7 +335,7 @@ class _Restorer:
         with mongo_errors(f"creating {target.namespace}"):
             if target.namespace in self.existing:
                 await db.drop_collection(target.name)
-            await db.command({"create": target.name, **_create_options(target.metadata)})
+            await db.command({"create": target.name, **collection_options(target.metadata)})
         coll_name = f"system.buckets.{target.name}" if target.source.buckets else target.name
         try:
             digest = await self._load_data(target, db[coll_name], entry)
@@ -365,7 +367,7 @@ class _Restorer:
         with mongo_errors(f"creating view {target.namespace}"):
             if target.namespace in self.existing:
                 await db.drop_collection(target.name)
-            await db.command({"create": target.name, **_create_options(target.metadata)})
+            await db.command({"create": target.name, **collection_options(target.metadata)})
         self.notes.append(f"view {target.namespace} was created directly (views hold no data to swap in)")
         await self.tracker.emit()
         return RestoredCollection(target.source.namespace, target.namespace, "view", 0, "direct", None)
@@ -425,8 +427,7 @@ class _Restorer:
     async def _create_indexes(self, target: _Target, collection: str) -> None:
         clustered = (target.metadata.get("options") or {}).get("clusteredIndex")
         specs = []
-        for spec in target.metadata.get("indexes") or []:
-            spec = {k: v for k, v in spec.items() if k != "ns"}
+        for spec in index_specs(target.metadata):
             if spec.get("name") == "_id_" or (clustered and spec.get("clustered")):
                 continue
             specs.append(spec)
@@ -445,9 +446,3 @@ class _Restorer:
                 f"({readback.documents} documents read back, {streamed.documents} in the backup)"
             )
         return True
-
-
-def _create_options(metadata: dict[str, Any]) -> dict[str, Any]:
-    options = dict(metadata.get("options") or {})
-    options.pop("uuid", None)
-    return options

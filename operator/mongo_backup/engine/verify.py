@@ -1,5 +1,6 @@
-"""Verify a stored backup without any database: every object's size and sha256, BSON framing,
-document counts and content digests against the manifest."""
+"""Verify a stored backup without any database: the manifest against the format (strict
+schema, totals that add up), every object's size and sha256, each metadata object's content,
+BSON framing, document counts and content digests against the manifest."""
 
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ import hashlib
 
 from ..storage import ObjectNotFound, Storage
 from .catalog import SourceCollection, load_catalog
-from .errors import BackupNotFound, IntegrityError
+from .errors import IntegrityError
 from .integrity import DataObjectReader, check_stored
+from .metadata import decode_metadata
 from .model import ProgressCallback, VerifyResult
+from .names import shown
 from .progress import ProgressTracker
 
 
 async def verify_backup(storage: Storage, progress: ProgressCallback | None = None) -> VerifyResult:
-    catalog = await load_catalog(storage)
-    if catalog.manifest is None or catalog.checksum is None:
-        raise BackupNotFound(
-            f"{storage.url} has no manifest.json: it is a mongodump directory or an incomplete backup, "
-            "and holds nothing to verify against"
-        )
+    # no manifest: IncompleteBackup or BackupNotFound; a manifest that does not fit: ManifestInvalid
+    catalog = await load_catalog(storage, check_objects=False)
+    assert catalog.checksum is not None  # a catalog of our format always has its manifest
     tracker = ProgressTracker("verify", progress)
     problems: list[str] = []
     objects = documents = data_bytes = stored_bytes = 0
@@ -59,6 +59,12 @@ async def _check_metadata(storage: Storage, source: SourceCollection) -> tuple[i
     raw = await storage.read_bytes(source.metadata.name)
     where = f"{storage.url}/{source.metadata.name}"
     check_stored(where, source.metadata, len(raw), hashlib.sha256(raw).hexdigest())
+    metadata = decode_metadata(raw, source.metadata.codec, where)
+    for field, expected in (("collectionName", source.name), ("type", source.type)):
+        if field in metadata and metadata[field] != expected:
+            raise IntegrityError(
+                f"{where}: metadata {field} is {shown(metadata[field])}, the manifest says {shown(expected)}"
+            )
     return 0, 0
 
 

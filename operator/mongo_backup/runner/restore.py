@@ -99,6 +99,7 @@ class RestoreJob:
             on_conflict="drop" if self.spec.on_conflict == "Drop" else "fail",
             parallel=self.spec.parallelism,
             verify=self.spec.verify,
+            source_format=self.spec.source.format if self.spec.source else "mongo-backup",
             run_id=run_id_of(self.uid),
             already_restored=tuple(self.restored),
             resume=resumed,
@@ -115,6 +116,13 @@ class RestoreJob:
                 result = await run_restore(client, storage, self.options(resumed), progress=reporter)
             finally:
                 self.restored += [ns for ns in reporter.restored if ns not in self.restored]
+            if self.spec.source is not None and self.spec.source.format == "mongodump":
+                self.link.post_event(
+                    "Warning",
+                    "Unverifiable",
+                    f"{storage.url} was restored as a plain mongodump directory: it has no manifest, "
+                    "so what was restored cannot be verified against a backup",
+                )
             server_version = await _server_version(client)
             stored = self._backup_status.get("storedBytes")
             if stored is None:

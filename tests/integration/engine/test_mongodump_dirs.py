@@ -1,10 +1,10 @@
 """Restoring what users bring: plain `mongodump --out` directories, gzipped or not, with or
-without metadata files. The directories are laid out exactly as mongodump writes them."""
+without metadata files, when the user says the source is one (`source_format="mongodump"`,
+CLI --from-mongodump): they have no manifest, so they cannot be verified. The directories are
+laid out exactly as mongodump writes them."""
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,47 +12,22 @@ import bson
 import pytest
 from pymongo import AsyncMongoClient
 
-from mongo_backup.engine import BackupNotFound, RestoreOptions, run_restore, verify_backup
+from mongo_backup.engine import (
+    BackupNotFound,
+    BackupOptions,
+    IncompleteBackup,
+    InvalidInput,
+    RestoreOptions,
+    run_backup,
+    run_restore,
+    verify_backup,
+)
 from mongo_backup.storage import open_storage
+from tests.support.mongodump import write_mongodump_dir
 
 from .conftest import raw_documents
 
 Client = AsyncMongoClient[Any]
-
-
-def write_mongodump_dir(root: Path, db: str, docs: list[dict[str, Any]], *, gz: bool, metadata: bool) -> None:
-    folder = root / db
-    folder.mkdir(parents=True)
-    data = b"".join(bson.encode(d) for d in docs)
-    meta = json.dumps(
-        {
-            "options": {},
-            "indexes": [
-                {"v": {"$numberInt": "2"}, "key": {"_id": {"$numberInt": "1"}}, "name": "_id_"},
-                {
-                    "v": {"$numberInt": "2"},
-                    "key": {"sku": {"$numberInt": "1"}},
-                    "name": "sku_1",
-                    "unique": True,
-                },
-            ],
-            "uuid": "4b2ef3b2b6b34c5f9c1e55a4b1d2c3e4",
-            "collectionName": "items",
-            "type": "collection",
-        }
-    ).encode()
-    view_meta = json.dumps(
-        {"options": {"viewOn": "items", "pipeline": [{"$match": {"sku": {"$gt": 5}}}]}, "indexes": [],
-         "collectionName": "big_items", "type": "view"}
-    ).encode()  # fmt: skip
-    suffix = ".gz" if gz else ""
-    pack = gzip.compress if gz else (lambda b: b)
-    (folder / f"items.bson{suffix}").write_bytes(pack(data))
-    if metadata:
-        (folder / f"items.metadata.json{suffix}").write_bytes(pack(meta))
-        (folder / f"big_items.metadata.json{suffix}").write_bytes(pack(view_meta))
-    (root / "oplog.bson").write_bytes(b"")  # written by --oplog; not a collection
-    (root / "prelude.json").write_bytes(b"{}")
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -62,8 +37,11 @@ async def test_restore_a_mongodump_directory(
 ) -> None:
     docs = [{"_id": i, "sku": i, "name": f"item {i}"} for i in range(500)]
     write_mongodump_dir(tmp_path / "dump", dbname, docs, gz=gz, metadata=metadata)
-    result = await run_restore(mongo, open_storage(f"file://{tmp_path}/dump"), RestoreOptions())
+    result = await run_restore(
+        mongo, open_storage(f"file://{tmp_path}/dump"), RestoreOptions(source_format="mongodump")
+    )
     assert result.backup_checksum is None
+    assert any("mongodump directory" in n and "could not be verified" in n for n in result.notes)
     assert await raw_documents(mongo, f"{dbname}.items") == sorted(bson.encode(d) for d in docs)
     indexes = [ix["name"] async for ix in await mongo[dbname].items.list_indexes()]
     if metadata:
@@ -74,13 +52,37 @@ async def test_restore_a_mongodump_directory(
     assert result.verified == result.checked == 1
 
 
+async def test_a_mongodump_directory_is_restored_only_on_request(
+    mongo: Client, tmp_path: Path, dbname: str
+) -> None:
+    write_mongodump_dir(tmp_path / "dump", dbname, [{"_id": 1}], gz=False, metadata=True)
+    with pytest.raises(IncompleteBackup, match=r"no manifest\.json.*mongodump directory.*--from-mongodump"):
+        await run_restore(mongo, open_storage(f"file://{tmp_path}/dump"), RestoreOptions())
+    assert await mongo[dbname].list_collection_names() == []
+
+
 async def test_verify_needs_a_manifest(tmp_path: Path, dbname: str) -> None:
     write_mongodump_dir(tmp_path / "dump", dbname, [{"_id": 1}], gz=False, metadata=True)
-    with pytest.raises(BackupNotFound, match=r"no manifest\.json"):
+    with pytest.raises(IncompleteBackup, match=r"no manifest\.json.*cannot be verified"):
         await verify_backup(open_storage(f"file://{tmp_path}/dump"))
 
 
-async def test_an_empty_folder_is_not_a_backup(mongo: Client, tmp_path: Path) -> None:
+async def test_a_backup_of_ours_is_not_read_as_a_mongodump_directory(
+    mongo: Client, tmp_path: Path, dbname: str
+) -> None:
+    await mongo[dbname].c.insert_one({"a": 1})
+    storage = open_storage(f"file://{tmp_path}/ours")
+    await run_backup(mongo, storage, BackupOptions(include=[f"{dbname}.*"]))
+    options = RestoreOptions(ns_from=[f"{dbname}.*"], ns_to=[f"{dbname}_r.*"], source_format="mongodump")
+    with pytest.raises(InvalidInput, match=r"holds a mongo-backup backup.*without --from-mongodump"):
+        await run_restore(mongo, storage, options)
+    assert await mongo[f"{dbname}_r"].list_collection_names() == []
+
+
+@pytest.mark.parametrize("source_format", ["mongo-backup", "mongodump"])
+async def test_an_empty_folder_is_not_a_backup(mongo: Client, tmp_path: Path, source_format: Any) -> None:
     (tmp_path / "nothing").mkdir()
     with pytest.raises(BackupNotFound, match="no backup at"):
-        await run_restore(mongo, open_storage(f"file://{tmp_path}/nothing"), RestoreOptions())
+        await run_restore(
+            mongo, open_storage(f"file://{tmp_path}/nothing"), RestoreOptions(source_format=source_format)
+        )
