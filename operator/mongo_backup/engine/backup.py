@@ -35,8 +35,15 @@ from .cursor import batch_documents
 from .digest import ContentDigest
 from .errors import EngineError
 from .failpoints import failpoint
-from .lock import LOCK_NAME, BackupLock, lock_backup_root, new_run_id
-from .manifest import MANIFEST_NAME, BackupManifest, CollectionEntry, StoredObject, manifest_checksum
+from .lock import BackupLock, lock_backup_root, new_run_id
+from .manifest import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    BackupManifest,
+    CollectionEntry,
+    StoredObject,
+    manifest_checksum,
+)
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, build_metadata, collection_file_stem
 from .model import BackupOptions, BackupResult, CollectionResult, ProgressCallback
 from .namespaces import SKIPPED_DATABASES, NamespaceFilter, is_system_namespace

@@ -20,14 +20,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .. import __version__
-from ..storage import ObjectExists, ObjectNotFound, Storage
+from ..storage import ObjectExists, ObjectNotFound, Storage, StorageError, TransientStorageError
 from .cancellation import clean_up
 from .errors import BackupExists, BackupNameInUse, PartialBackupInTheWay
-from .manifest import MANIFEST_NAME
+from .manifest import LOCK_NAME, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "lock.json"
 LOCK_FORMAT = "mongo-backup-lock"
 #: a value read from a lock is shown in messages: at most this long, one line
 _SHOWN = 120
@@ -125,9 +124,10 @@ class BackupLock:
     async def release(self) -> None:
         """Delete the lock, unless it is no longer ours (someone removed the root by hand and
         another run took the name: its lock is not ours to delete)."""
-        if await self.still_mine():
+        held = await read_lock(self.storage)
+        if isinstance(held, LockInfo) and held.owner == self.info.owner:
             await self.storage.delete(LOCK_NAME)
-        else:
+        elif held != "absent":
             log.warning("the lock of %s is no longer this run's: left in place", self.storage.url)
 
     async def clear_leftovers(self) -> int:
@@ -149,6 +149,11 @@ async def create_lock(storage: Storage, info: LockInfo) -> BackupLock | LockInfo
             if held == "absent":
                 continue  # its holder released it meanwhile: try again
             return held
+        except TransientStorageError:
+            await _give_back(BackupLock(storage, info))
+            raise
+        except StorageError:
+            raise  # refused outright (access, a file in the way): nothing was written
         except BaseException:
             # Cancelled or failed while the lock may have been written all the same.
             await _give_back(BackupLock(storage, info))

@@ -15,8 +15,8 @@ from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
 from ..engine.cancellation import clean_up
 from ..engine.errors import IntegrityError
-from ..engine.lock import LOCK_NAME, RELEASE_TIMEOUT, BackupLock, LockInfo, create_lock, read_lock
-from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
+from ..engine.lock import RELEASE_TIMEOUT, BackupLock, LockInfo, create_lock, read_lock
+from ..engine.manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, manifest_checksum
 from ..redact import redact
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
