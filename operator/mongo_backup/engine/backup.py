@@ -35,6 +35,7 @@ from .cursor import batch_documents
 from .digest import ContentDigest
 from .errors import EngineError
 from .failpoints import failpoint
+from .journal import TEMP_PREFIX
 from .lock import BackupLock, lock_backup_root, new_run_id
 from .manifest import (
     LOCK_NAME,
@@ -48,7 +49,6 @@ from .metadata import DATA_SUFFIX, METADATA_SUFFIX, build_metadata, collection_f
 from .model import BackupOptions, BackupResult, CollectionResult, ProgressCallback
 from .namespaces import SKIPPED_DATABASES, NamespaceFilter, is_system_namespace
 from .progress import ProgressTracker
-from .restore import TEMP_PREFIX
 from .source import mongo_errors
 from .taskgroups import first_cause
 

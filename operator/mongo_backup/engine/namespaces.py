@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from .errors import InvalidInput
 
-#: databases mongodump leaves out of a full dump
-SKIPPED_DATABASES = frozenset({"local", "config"})
+#: where restores keep their journal (engine/journal.py): never backed up, never a target
+JOURNAL_DATABASE = "__mongo_backup"
+#: databases mongodump leaves out of a full dump, and our own
+SKIPPED_DATABASES = frozenset({"local", "config", JOURNAL_DATABASE})
 #: collections that are server internals; views are recorded from list_collections instead of
 #: system.views, time-series data is read through the time-series collection, not its buckets
 _SYSTEM_PREFIX = "system."

@@ -1,5 +1,8 @@
-"""Restore: each collection is streamed into a temporary collection, checked, indexed, then
-renamed over its target. Until that rename, the target is untouched."""
+"""Restore, all or nothing: every collection is streamed into a temporary collection, indexed
+and read back; only when all of them are, they are swapped in together (each replaced target
+kept aside until the commit), under the journal of engine/journal.py. A failure or a kill
+before the commit leaves every target as it was; time-series collections and views, which
+cannot be staged, are written directly after the commit, and the plan says so first."""
 
 from __future__ import annotations
 
@@ -7,21 +10,25 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import BulkWriteError
 
 from ..storage import Storage
+from ..storage.retry import settle
+from .cancellation import clean_up
 from .catalog import Catalog, SourceCollection, load_catalog
 from .cursor import batch_documents, read_digest
 from .digest import ContentDigest
 from .errors import EngineError, IntegrityError, RestoreConflict
+from .failpoints import failpoint
 from .integrity import DataObjectReader, check_stored
+from .journal import KEPT_SUFFIX, TEMP_PREFIX, RestoreJournal, Swap, temp_name
 from .metadata import collection_options, index_specs, metadata_notes, parse_metadata
 from .model import (
     CollectionProgress,
@@ -30,21 +37,23 @@ from .model import (
     RestoreOptions,
     RestoreResult,
 )
-from .namespaces import NamespaceFilter, NamespaceRenamer, split_namespace
+from .namespaces import JOURNAL_DATABASE, NamespaceFilter, NamespaceRenamer, split_namespace
 from .progress import ProgressTracker
 from .source import mongo_errors
 from .taskgroups import first_cause
 
 log = logging.getLogger(__name__)
 
-TEMP_PREFIX = "__mbtmp_"
+__all__ = ["TEMP_PREFIX", "run_restore", "temp_name"]
+T = TypeVar("T")
+#: how long a failed run may take to undo what it wrote (renames back, drops)
+CLEANUP_SECONDS = 300.0
 #: documents handed to one insert_many, and decoded-but-not-inserted batches per collection
 INSERT_BATCH_BYTES = 4 * 1024 * 1024
 QUEUE_DEPTH = 2
 #: compressed input is decompressed in slices this big, so a highly compressible object never
 #: expands into one huge buffer
 DECODE_SLICE = 256 * 1024
-_NAMESPACE_EXISTS = 48
 
 
 @dataclass
@@ -60,18 +69,15 @@ class _Target:
         return f"{self.db}.{self.name}"
 
 
-def temp_name(run_id: str, attempt: str, target: str) -> str:
-    """Per run and per attempt: a lost attempt's last inserts, still in flight when it died,
-    land in its own temporary collection, never in the one a new attempt fills."""
-    return f"{TEMP_PREFIX}{run_id}_{attempt}_{hashlib.sha1(target.encode()).hexdigest()[:12]}"
-
-
 async def run_restore(
     client: AsyncMongoClient[Any],
     storage: Storage,
     options: RestoreOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> RestoreResult:
+    """Plan, stage every collection (data, indexes, read-back check), swap them all in, commit;
+    then write what cannot be staged (time-series, views). Before the commit, any failure
+    leaves every target as it was (engine/journal.py)."""
     options = options or RestoreOptions()
     if options.parallel < 1 or options.insert_workers < 1:
         raise EngineError("parallel and insert_workers must be at least 1")
@@ -89,23 +95,15 @@ async def run_restore(
         raise EngineError(
             f"nothing to restore from {catalog.location}: no collection matches the namespace filters"
         )
+    await failpoint("restore.plan")
     databases = {t.db for t in targets}
-    await _drop_temporaries(client, databases, run_id)
+    journal = RestoreJournal(client, run_id, secrets.token_hex(3))
+    await journal.settle_dead_runs(databases)
     todo = [t for t in targets if t.namespace not in done]
-    existing = await _existing_targets(client, todo)
-    if options.resume:
-        # A resumed run: a target may have been swapped in just before the last attempt died,
-        # without the caller hearing of it. If it holds exactly the backup's data, it is done.
-        for target in todo:
-            if existing.get(target.namespace) and await _holds_backup_data(client, target):
-                done.add(target.namespace)
-                del existing[target.namespace]
-        todo = [t for t in todo if t.namespace not in done]
-    if options.on_conflict == "fail":
-        _refuse_conflicts(existing)
 
     tracker = ProgressTracker("restore", progress)
-    restorer = _Restorer(client, storage, catalog, options, run_id, tracker, existing)
+    restorer = _Restorer(client, storage, catalog, options, journal.run_id, journal.attempt, tracker)
+    restorer.notes += journal.notes
     restorer.notes += catalog.notes
     restorer.notes += [note for t in targets for note in metadata_notes(t.metadata, t.source.namespace)]
     results: list[RestoredCollection] = [
@@ -113,28 +111,37 @@ async def run_restore(
         for t in targets
         if t.namespace in done
     ]
-    collections = [t for t in todo if t.type != "view"]
-    collections.sort(key=lambda t: -(t.source.data.size if t.source.data else 0))
-    views = [t for t in todo if t.type == "view"]
-    limit = asyncio.Semaphore(options.parallel)
-
-    async def restore_one(target: _Target) -> RestoredCollection:
-        async with limit:
-            return await restorer.restore_collection(target)
-
+    await journal.begin(databases)
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(restore_one(t)) for t in collections]
-        results += [t.result() for t in tasks]
-        for view in views:  # views last: they may read the collections restored above
-            results.append(await restorer.restore_view(view))
+        async with journal.alive():
+            await journal.claim(t.namespace for t in todo)
+            existing = await _existing_targets(client, todo)
+            if options.resume:
+                # A resumed run: a target may have been swapped in just before the last attempt
+                # died, without the caller hearing of it. If it holds exactly the backup's data, it is done.
+                for target in todo:
+                    if existing.get(target.namespace) and await _holds_backup_data(client, target):
+                        done.add(target.namespace)
+                        del existing[target.namespace]
+                        results.append(
+                            RestoredCollection(
+                                target.source.namespace, target.namespace, target.type,
+                                target.source.documents or 0, "skipped", None,
+                            )
+                        )  # fmt: skip
+                todo = [t for t in todo if t.namespace not in done]
+            if options.on_conflict == "fail":
+                _refuse_conflicts(existing)
+            restorer.existing = existing
+            results += await restorer.restore_all(todo, journal)
     except BaseException as exc:
-        await _drop_temporaries(client, databases, run_id, shielded=True)
+        what = await _undo(journal, databases, restorer.wrote)
         if isinstance(exc, BaseExceptionGroup):
-            raise first_cause(exc) from None
-        raise
-    # again at the end: what an earlier, lost attempt still had in flight may have arrived since
-    await _drop_temporaries(client, databases, run_id, shielded=True)
+            exc = first_cause(exc)
+        raise _with_outcome(exc, what) from None
+    await clean_up(
+        _leave(journal, databases), f"the temporary collections of restore {run_id}", CLEANUP_SECONDS
+    )
     await tracker.emit()
     checked = [r for r in results if r.verified is not None]
     return RestoreResult(
@@ -150,6 +157,55 @@ async def run_restore(
         mismatches=[r.target for r in checked if not r.verified],
         notes=restorer.notes,
     )
+
+
+async def _leave(journal: RestoreJournal, databases: set[str]) -> None:
+    # the temporaries first, the journal entry last: while it exists, nobody takes them for orphans
+    await journal.drop_temporaries(databases)
+    await journal.finish()
+
+
+async def _undo(journal: RestoreJournal, databases: set[str], wrote: bool) -> str | None:
+    """Undo a failed or cancelled run after its in-flight work has stopped; what it did, in words."""
+    state, swaps = journal.state, [s.namespace for s in journal.swaps]
+    ok = True
+
+    async def undo() -> None:
+        nonlocal ok
+        try:
+            await journal.undo()
+            await _leave(journal, databases)
+        except BaseException:
+            ok = False
+            raise
+
+    await clean_up(undo(), f"what restore run {journal.run_id} wrote", CLEANUP_SECONDS)
+    if not ok:
+        return (
+            f"the restore could not be undone now: the next restore into {', '.join(sorted(databases))} "
+            f"will {'finish' if state == 'committed' else 'roll back'} it (run {journal.run_id} in "
+            f"{JOURNAL_DATABASE}.restore_runs)"
+        )
+    if state == "committed":
+        shown = ", ".join(swaps[:5]) + (", ..." if len(swaps) > 5 else "")
+        return f"{_count(swaps)} ({shown}) had been swapped in and committed: they stay restored"
+    if state == "swapping":
+        return f"the swaps ({_count(swaps)}) were rolled back: every target is as it was"
+    return "no target was changed" if wrote else None
+
+
+def _count(namespaces: Sequence[str]) -> str:
+    return f"{len(namespaces)} {'collection' if len(namespaces) == 1 else 'collections'}"
+
+
+def _with_outcome(exc: BaseException, outcome: str | None) -> BaseException:
+    """`exc`, its message extended by what happened to the targets (same type: callers look
+    at types, never at text)."""
+    if outcome is None or not isinstance(exc, EngineError) or type(exc).__init__ is not Exception.__init__:
+        return exc
+    extended = type(exc)(f"{exc}; {outcome}")
+    extended.__cause__ = exc.__cause__
+    return extended
 
 
 async def _plan(
@@ -234,27 +290,6 @@ async def _holds_backup_data(client: AsyncMongoClient[Any], target: _Target) -> 
     return found.documents == source.documents and found.hexdigest() == source.digest
 
 
-async def _drop_temporaries(
-    client: AsyncMongoClient[Any], databases: set[str], run_id: str, *, shielded: bool = False
-) -> None:
-    async def drop() -> None:
-        prefix = f"{TEMP_PREFIX}{run_id}_"
-        for db in sorted(databases):
-            names = await client[db].list_collection_names(filter={"name": {"$regex": f"^{prefix}"}})
-            for name in names:
-                log.info("dropping temporary collection %s.%s", db, name)
-                await client[db].drop_collection(name)
-
-    if not shielded:
-        with mongo_errors("removing temporary collections"):
-            await drop()
-        return
-    try:  # cleanup after a failure must not hide the failure
-        await asyncio.shield(asyncio.wait_for(drop(), 60))
-    except BaseException as exc:
-        log.warning("could not drop the temporary collections of restore %s: %s", run_id, exc)
-
-
 class _Restorer:
     def __init__(
         self,
@@ -263,50 +298,84 @@ class _Restorer:
         catalog: Catalog,
         options: RestoreOptions,
         run_id: str,
+        attempt: str,
         tracker: ProgressTracker,
-        existing: dict[str, bool],
     ) -> None:
         self.client = client
         self.storage = storage
         self.catalog = catalog
         self.options = options
         self.run_id = run_id
-        self.attempt = secrets.token_hex(3)
+        self.attempt = attempt
         self.tracker = tracker
-        self.existing = existing
+        #: targets that exist now (namespace -> whether they hold data)
+        self.existing: dict[str, bool] = {}
+        #: a temporary collection was created: the run has something to undo
+        self.wrote = False
         self.notes: list[str] = []
 
-    async def restore_collection(self, target: _Target) -> RestoredCollection:
+    async def restore_all(self, todo: list[_Target], journal: RestoreJournal) -> list[RestoredCollection]:
+        staged = [t for t in todo if t.type == "collection"]
+        timeseries = [t for t in todo if t.type == "timeseries"]
+        views = [t for t in todo if t.type == "view"]
+        for target in timeseries + views:  # said before anything is written
+            log.warning("%s", _direct_note(target))
+            self.notes.append(_direct_note(target))
+        staged.sort(key=lambda t: -(t.source.data.size if t.source.data else 0))
+        limit = asyncio.Semaphore(self.options.parallel)
+
+        async def stage(target: _Target) -> RestoredCollection:
+            async with limit:
+                return await self.stage_collection(target)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(stage(t)) for t in staged]
+        results = [t.result() for t in tasks]
+        await failpoint("restore.staged")
+        swaps = [
+            Swap(
+                t.db,
+                t.name,
+                self.temp_of(t),
+                self.temp_of(t) + KEPT_SUFFIX if t.namespace in self.existing else None,
+            )
+            for t in staged
+        ]
+        if swaps:
+            await journal.swap_all(swaps)
+        await journal.commit()
+        await failpoint("restore.committed")
+        await journal.drop_kept()
+        for target in staged:
+            await self._check_options_kept(target)
+        self.tracker.state.restored += [t.namespace for t in staged]
+        await self.tracker.emit()
+        # after the commit: what cannot be staged is written directly (views last: they may
+        # read the collections restored above)
+        for target in timeseries:
+            results.append(await self._restore_in_place(target))
+        for target in views:
+            results.append(await self.restore_view(target))
+        return results
+
+    def temp_of(self, target: _Target) -> str:
+        return temp_name(self.run_id, self.attempt, target.namespace)
+
+    async def stage_collection(self, target: _Target) -> RestoredCollection:
+        """Data, indexes and the read-back check, into the target's temporary collection."""
         source = target.source
         entry = self.tracker.add_collection(target.namespace, source.documents or 0, source.data_bytes or 0)
-        if target.type == "timeseries":
-            return await self._restore_in_place(target, entry)
         db = self.client[target.db]
-        temp = temp_name(self.run_id, self.attempt, target.namespace)
+        temp = self.temp_of(target)
+        self.wrote = True
         with mongo_errors(f"creating a temporary collection for {target.namespace}"):
             await db.command({"create": temp, **collection_options(target.metadata)})
         digest = await self._load_data(target, db[temp], entry)
+        await failpoint("restore.indexes", ns=target.namespace)
         with mongo_errors(f"building the indexes of {target.namespace}"):
             await self._create_indexes(target, temp)
         verified = await self._verify(target, db[temp], digest) if self.options.verify else None
-        drop_target = self.options.on_conflict == "drop" or target.namespace in self.existing
-        with mongo_errors(f"renaming the restored data over {target.namespace}"):
-            try:
-                await self.client.admin.command(
-                    {
-                        "renameCollection": f"{target.db}.{temp}",
-                        "to": target.namespace,
-                        "dropTarget": drop_target,
-                    }
-                )
-            except OperationFailure as exc:
-                if exc.code == _NAMESPACE_EXISTS:
-                    raise RestoreConflict(
-                        f"{target.namespace} was created while the restore ran; it was left as it is"
-                    ) from None
-                raise
-        await self._check_options_kept(target)
-        await self.tracker.finish(entry, restored_as=target.namespace)
+        await self.tracker.finish(entry)
         return RestoredCollection(
             source.namespace, target.namespace, target.type, digest.documents, "swapped", verified
         )
@@ -329,8 +398,10 @@ class _Restorer:
                 "when the restored data was renamed into place"
             )
 
-    async def _restore_in_place(self, target: _Target, entry: CollectionProgress) -> RestoredCollection:
+    async def _restore_in_place(self, target: _Target) -> RestoredCollection:
         """Time-series collections cannot be renamed: they are written directly."""
+        source = target.source
+        entry = self.tracker.add_collection(target.namespace, source.documents or 0, source.data_bytes or 0)
         db = self.client[target.db]
         with mongo_errors(f"creating {target.namespace}"):
             if target.namespace in self.existing:
@@ -343,17 +414,13 @@ class _Restorer:
                 await self._create_indexes(target, target.name)
         except BaseException:
             # it did not exist before (or policy drop removed it): remove the half-written one
-            await asyncio.shield(db.drop_collection(target.name))
+            await clean_up(_drop(db, target.name), f"the half-written {target.namespace}", CLEANUP_SECONDS)
             raise
         verified = None
         if self.options.verify:
             # the server rebuilds measurements from buckets, so field order may change: count only
             count = await db[target.name].count_documents({})
             verified = count == digest.documents
-        self.notes.append(
-            f"{target.namespace} is a time-series collection, which MongoDB cannot rename: "
-            "it was restored in place, not through a temporary collection"
-        )
         await self.tracker.finish(entry, restored_as=target.namespace)
         return RestoredCollection(
             target.source.namespace, target.namespace, target.type, digest.documents, "direct", verified
@@ -368,7 +435,6 @@ class _Restorer:
             if target.namespace in self.existing:
                 await db.drop_collection(target.name)
             await db.command({"create": target.name, **collection_options(target.metadata)})
-        self.notes.append(f"view {target.namespace} was created directly (views hold no data to swap in)")
         await self.tracker.emit()
         return RestoredCollection(target.source.namespace, target.namespace, "view", 0, "direct", None)
 
@@ -409,7 +475,9 @@ class _Restorer:
                 docs, size = batch
                 with mongo_errors(f"writing {target.namespace}"):
                     try:
-                        await collection.insert_many(docs, ordered=False, bypass_document_validation=True)
+                        await _to_its_end(
+                            collection.insert_many(docs, ordered=False, bypass_document_validation=True)
+                        )
                     except BulkWriteError as exc:
                         first = (exc.details.get("writeErrors") or [{}])[0]
                         raise EngineError(
@@ -417,6 +485,7 @@ class _Restorer:
                             f"were refused, first: {first.get('errmsg', exc)}"
                         ) from None
                 await self.tracker.advance(entry, len(docs), size)
+                await failpoint("restore.data", ns=target.namespace)
 
         async with asyncio.TaskGroup() as group:
             group.create_task(read_object())
@@ -446,3 +515,29 @@ class _Restorer:
                 f"({readback.documents} documents read back, {streamed.documents} in the backup)"
             )
         return True
+
+
+def _direct_note(target: _Target) -> str:
+    if target.type == "view":
+        return f"view {target.namespace} is created directly, after the collections (a view holds no data to stage)"
+    return (
+        f"{target.namespace} is a time-series collection, which MongoDB cannot rename: it is written "
+        "directly, after the staged collections are swapped in, and is not part of their all-or-nothing swap"
+    )
+
+
+async def _drop(db: Any, name: str) -> None:
+    await db.drop_collection(name)
+
+
+async def _to_its_end(write: Awaitable[T]) -> T:
+    """Await a write; when cancelled, first wait until the write has ended: a command already
+    sent still lands, and cleanup must come after it, not before."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await settle([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what is reported
+        raise
