@@ -161,6 +161,37 @@ def test_restore_over_existing_data_fails_naming_the_collection(
     assert f"{small_db}.things" in obj["status"]["error"]
 
 
+def test_a_restore_that_fails_part_way_leaves_every_target_as_it_was_and_says_so(
+    kube: KubeEmulator, operator: OperatorThread, mongo_secret: str, sync_mongo: MongoClient[Any], dbname: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """All or nothing: `big` is staged and verified, then `small`'s data object turns out to be
+    corrupt; with onConflict Drop, neither target is replaced, and the status says so."""
+    sync_mongo[dbname]["big"].insert_many([{"n": i, "p": "x" * 100} for i in range(2_000)])
+    sync_mongo[dbname]["small"].insert_many([{"n": i} for i in range(100)])
+    kube.apply(backup_object("snap", str(tmp_path), [f"{dbname}.*"]))
+    assert (
+        wait_for(kube, "mongobackups", "snap", phase_is("Completed", "Failed"))["status"]["phase"]
+        == "Completed"
+    )
+    stored = tmp_path / "snap" / dbname / "small.bson.zst"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    for name in ("big", "small"):  # what the targets hold now differs from the backup
+        sync_mongo[dbname][name].insert_one({"written": "after the backup"})
+    before = {n: list(sync_mongo[dbname][n].find_raw_batches(sort=[("_id", 1)])) for n in ("big", "small")}
+
+    kube.apply(restore_object("partway", "snap", onConflict="Drop", parallelism=1))
+    obj = failed(kube, "mongorestores", "partway")
+    assert reason_of(obj) == "IntegrityError"
+    assert "small.bson.zst" in obj["status"]["error"] and "no target was changed" in obj["status"]["error"]
+    assert not obj["status"].get("restoredCollections")
+    after = {n: list(sync_mongo[dbname][n].find_raw_batches(sort=[("_id", 1)])) for n in ("big", "small")}
+    assert after == before
+    assert sorted(sync_mongo[dbname].list_collection_names()) == ["big", "small"]  # no temporaries
+
+
 def test_invalid_spec_fails_without_running(kube: KubeEmulator, operator: OperatorThread) -> None:
     kube.apply(
         {
