@@ -369,16 +369,12 @@ async def roll_back(client: AsyncMongoClient[Any], swaps: list[Swap]) -> None:
     for swap in reversed(swaps):
         names = [swap.target, swap.temp] + ([swap.kept] if swap.kept else [])
         present = await _exists(client, swap.db, names)
-        swapped_in = swap.target in present and swap.temp not in present
-        if swap.kept is None:
-            if swapped_in:
-                await rename(client, swap.db, swap.target, swap.temp)
-            continue
-        if swap.kept not in present:
-            continue  # the target was never moved aside (or is back already)
-        if swapped_in:
+        if swap.target in present and swap.temp not in present:  # the new data is in place
             await rename(client, swap.db, swap.target, swap.temp)
-        elif swap.target in present:
+            present.discard(swap.target)
+        if swap.kept is None or swap.kept not in present:
+            continue  # there was nothing to keep, or it was never moved aside, or it is back
+        if swap.target in present:
             log.warning("cannot put %s back: a collection of that name appeared meanwhile", swap.namespace)
             continue
         await rename(client, swap.db, swap.kept, swap.target)
