@@ -58,7 +58,10 @@ LEASE_SECONDS = 120.0
 _NAMESPACE_NOT_FOUND = 26
 _NAMESPACE_EXISTS = 48
 
-State = Literal["staging", "swapping", "committed"]
+#: `rolledback`: every swap is undone; only temporaries are left to drop. Recorded before the
+#: first temporary is dropped: once the new data is gone, a rolled-back target looks like a
+#: swapped-in one, so a rollback must never run twice.
+State = Literal["staging", "swapping", "committed", "rolledback"]
 
 
 def temp_name(run_id: str, attempt: str, target: str) -> str:
@@ -205,7 +208,11 @@ class RestoreJournal:
                 await roll_forward(self.client, swaps)
                 what = "completed (its swaps were committed)"
             else:
-                await roll_back(self.client, swaps)
+                if state != "rolledback":
+                    await roll_back(self.client, swaps)
+                    await self._db[RUNS].update_one(
+                        {"_id": run, "attempt": doc.get("attempt")}, {"$set": {"state": "rolledback"}}
+                    )
                 what = "rolled back" if swaps else "cleaned up (it had not swapped anything)"
             await self._drop_run_temporaries(run, databases)
             await self._db[CLAIMS].delete_many({"run": run})
@@ -316,22 +323,26 @@ class RestoreJournal:
         await self._set({"state": "swapping", "swaps": [s.to_doc() for s in swaps]})
         self.state = "swapping"
         for swap in swaps:
-            if swap.kept is not None:
-                try:
-                    await rename(self.client, swap.db, swap.target, swap.kept)
-                except OperationFailure as exc:
-                    if exc.code != _NAMESPACE_NOT_FOUND:
-                        raise
-                    # dropped since the plan: nothing to keep (the rollback sees no kept copy)
-            await failpoint("restore.swap", ns=swap.namespace)
+            with mongo_errors(f"swapping the restored data into {swap.namespace}"):
+                await self._swap(swap)
+
+    async def _swap(self, swap: Swap) -> None:
+        if swap.kept is not None:
             try:
-                await rename(self.client, swap.db, swap.temp, swap.target)
+                await rename(self.client, swap.db, swap.target, swap.kept)
             except OperationFailure as exc:
-                if exc.code == _NAMESPACE_EXISTS:
-                    raise RestoreConflict(
-                        f"{swap.namespace} was created while the restore ran; it was left as it is"
-                    ) from None
+                if exc.code == _NAMESPACE_NOT_FOUND:
+                    raise RestoreConflict(f"{swap.namespace} was dropped while the restore ran") from None
                 raise
+        await failpoint("restore.swap", ns=swap.namespace)
+        try:
+            await rename(self.client, swap.db, swap.temp, swap.target)
+        except OperationFailure as exc:
+            if exc.code == _NAMESPACE_EXISTS:
+                raise RestoreConflict(
+                    f"{swap.namespace} was created while the restore ran; it was left as it is"
+                ) from None
+            raise
 
     async def commit(self) -> None:
         """Every swap succeeded: from here on, the restore is done even if this process dies."""
@@ -342,19 +353,28 @@ class RestoreJournal:
         await roll_forward(self.client, self.swaps)
 
     async def undo(self) -> None:
-        """Roll back this run's swaps (none before the swap phase) and drop its temporaries."""
-        if self.state == "committed":
-            await roll_forward(self.client, self.swaps)
-        else:
-            await roll_back(self.client, self.swaps)
+        """Roll back this run's swaps (none before the swap phase), or finish them once
+        committed; its temporaries are dropped after (`drop_temporaries`)."""
+        with mongo_errors(f"undoing restore run {self.run_id}"):
+            if self.state == "committed":
+                await roll_forward(self.client, self.swaps)
+                return
+            if self.state != "rolledback":
+                await roll_back(self.client, self.swaps)
+                await self._db[RUNS].update_one(
+                    {"_id": self.run_id, "attempt": self.attempt}, {"$set": {"state": "rolledback"}}
+                )
+                self.state = "rolledback"
 
     async def drop_temporaries(self, databases: Iterable[str]) -> None:
-        await self._drop_run_temporaries(self.run_id, databases)
+        with mongo_errors(f"dropping the temporary collections of restore run {self.run_id}"):
+            await self._drop_run_temporaries(self.run_id, databases)
 
     async def finish(self) -> None:
         """Leave the journal: claims first, the run's entry last."""
-        await self._db[CLAIMS].delete_many({"run": self.run_id, "attempt": self.attempt})
-        await self._db[RUNS].delete_one({"_id": self.run_id, "attempt": self.attempt})
+        with mongo_errors("writing the restore journal"):
+            await self._db[CLAIMS].delete_many({"run": self.run_id, "attempt": self.attempt})
+            await self._db[RUNS].delete_one({"_id": self.run_id, "attempt": self.attempt})
 
 
 def _describe(doc: dict[str, Any]) -> str:
@@ -365,15 +385,18 @@ def _describe(doc: dict[str, Any]) -> str:
 
 async def roll_back(client: AsyncMongoClient[Any], swaps: list[Swap]) -> None:
     """Put every target back as it was, whichever step each swap had reached (read from which
-    collections exist). The new data goes back to its temporary, to be dropped with it."""
+    collections exist). The new data goes back to its temporary, to be dropped with it. Only
+    valid while the temporaries have not been dropped (states `swapping`, `staging`)."""
     for swap in reversed(swaps):
         names = [swap.target, swap.temp] + ([swap.kept] if swap.kept else [])
         present = await _exists(client, swap.db, names)
+        if swap.kept is not None and swap.kept not in present:
+            continue  # the target was never moved aside: this swap had not started
         if swap.target in present and swap.temp not in present:  # the new data is in place
             await rename(client, swap.db, swap.target, swap.temp)
             present.discard(swap.target)
-        if swap.kept is None or swap.kept not in present:
-            continue  # there was nothing to keep, or it was never moved aside, or it is back
+        if swap.kept is None:
+            continue
         if swap.target in present:
             log.warning("cannot put %s back: a collection of that name appeared meanwhile", swap.namespace)
             continue

@@ -168,24 +168,26 @@ async def _leave(journal: RestoreJournal, databases: set[str]) -> None:
 async def _undo(journal: RestoreJournal, databases: set[str], wrote: bool) -> str | None:
     """Undo a failed or cancelled run after its in-flight work has stopped; what it did, in words."""
     state, swaps = journal.state, [s.namespace for s in journal.swaps]
-    ok = True
+    failure: BaseException | None = None
 
     async def undo() -> None:
-        nonlocal ok
+        nonlocal failure
         try:
             await journal.undo()
             await _leave(journal, databases)
-        except BaseException:
-            ok = False
-            raise
+        except Exception as exc:  # said in the run's own error line, not in a second one
+            failure = exc
+            log.debug("undoing restore run %s failed: %s", journal.run_id, exc)
 
     await clean_up(undo(), f"what restore run {journal.run_id} wrote", CLEANUP_SECONDS)
-    if not ok:
-        return (
-            f"the restore could not be undone now: the next restore into {', '.join(sorted(databases))} "
-            f"will {'finish' if state == 'committed' else 'roll back'} it (run {journal.run_id} in "
-            f"{JOURNAL_DATABASE}.restore_runs)"
-        )
+    if failure is not None:
+        later = f"the next restore into {', '.join(sorted(databases))} will"
+        where = f"(run {journal.run_id} in {JOURNAL_DATABASE}.restore_runs)"
+        if journal.state == "rolledback" or state in (None, "staging"):
+            return f"no target was changed; {later} drop the temporary collections left {where}"
+        if state == "committed":
+            return f"the restore was committed; {later} drop the replaced collections kept aside {where}"
+        return f"the swaps could not be rolled back now: {later} roll them back {where}"
     if state == "committed":
         shown = ", ".join(swaps[:5]) + (", ..." if len(swaps) > 5 else "")
         return f"{_count(swaps)} ({shown}) had been swapped in and committed: they stay restored"
