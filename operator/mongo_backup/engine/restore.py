@@ -321,7 +321,11 @@ class _Restorer:
         timeseries = [t for t in todo if t.type == "timeseries"]
         views = [t for t in todo if t.type == "view"]
         for target in timeseries + views:  # said before anything is written
-            log.warning("%s", _direct_note(target))
+            # a time-series collection is outside the all-or-nothing swap: worth a warning; a
+            # view holds no data, so there is nothing to lose
+            log.log(
+                logging.WARNING if target.type == "timeseries" else logging.INFO, "%s", _direct_note(target)
+            )
             self.notes.append(_direct_note(target))
         staged.sort(key=lambda t: -(t.source.data.size if t.source.data else 0))
         limit = asyncio.Semaphore(self.options.parallel)
