@@ -272,6 +272,11 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
     ]
     if result.checked:
         lines.append(f"  verified {result.verified}/{result.checked} collections against the backup")
+    spent = [
+        (phase, seconds) for phase, seconds in dataclasses.asdict(result.timings).items() if seconds >= 0.05
+    ]
+    if spent:
+        lines.append("  time by phase: " + ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in spent))
     lines += [
         f"  {c.source} -> {c.target} ({c.method}, {c.documents:,} documents)" for c in result.collections
     ]

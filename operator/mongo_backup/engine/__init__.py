@@ -44,6 +44,7 @@ from .model import (
     RestoredCollection,
     RestoreOptions,
     RestoreResult,
+    RestoreTimings,
     VerifyResult,
 )
 from .restore import run_restore
@@ -74,6 +75,7 @@ __all__ = [
     "RestoreInProgress",
     "RestoreOptions",
     "RestoreResult",
+    "RestoreTimings",
     "RestoredCollection",
     "SourceAccessDenied",
     "SourceUnavailable",

@@ -5,7 +5,9 @@ These plain dataclasses are the engine's whole public contract with the CLI and 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -174,6 +176,39 @@ class RestoredCollection:
     verified: bool | None  # None when not verified
 
 
+RestorePhase = Literal[
+    "plan", "create", "insert", "indexes", "verify", "swap", "drop_replaced", "direct", "cleanup"
+]
+
+
+@dataclass
+class RestoreTimings:
+    """Seconds a restore spent in each phase. `plan`: reading the manifest and metadata,
+    settling dead runs, claiming the targets; `create`, `insert`, `indexes`, `verify`: the
+    staging of each collection (summed over collections: restored in parallel, their sum can
+    exceed the wall time); `swap`: the renames of the swap phase and the commit;
+    `drop_replaced`: dropping the targets kept aside; `direct`: time-series collections and
+    views; `cleanup`: temporaries and the journal entry."""
+
+    plan: float = 0.0
+    create: float = 0.0
+    insert: float = 0.0
+    indexes: float = 0.0
+    verify: float = 0.0
+    swap: float = 0.0
+    drop_replaced: float = 0.0
+    direct: float = 0.0
+    cleanup: float = 0.0
+
+    @contextmanager
+    def measure(self, phase: RestorePhase) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            setattr(self, phase, getattr(self, phase) + time.monotonic() - started)
+
+
 @dataclass(frozen=True)
 class RestoreResult:
     source: str
@@ -188,6 +223,7 @@ class RestoreResult:
     checked: int = 0
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    timings: RestoreTimings = field(default_factory=RestoreTimings)
 
     @property
     def duration(self) -> float:

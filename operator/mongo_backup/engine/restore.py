@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from .model import (
     RestoredCollection,
     RestoreOptions,
     RestoreResult,
+    RestoreTimings,
 )
 from .namespaces import JOURNAL_DATABASE, NamespaceFilter, NamespaceRenamer, split_namespace
 from .progress import ProgressTracker
@@ -82,6 +84,8 @@ async def run_restore(
     if options.parallel < 1 or options.insert_workers < 1:
         raise EngineError("parallel and insert_workers must be at least 1")
     started = datetime.now(UTC)
+    timings = RestoreTimings()
+    planning = time.monotonic()
     catalog = await load_catalog(storage, options.source_format)
     selection = NamespaceFilter(options.include, options.exclude)
     renamer = NamespaceRenamer(options.ns_from, options.ns_to)
@@ -102,7 +106,7 @@ async def run_restore(
     todo = [t for t in targets if t.namespace not in done]
 
     tracker = ProgressTracker("restore", progress)
-    restorer = _Restorer(client, storage, catalog, options, journal.run_id, journal.attempt, tracker)
+    restorer = _Restorer(client, storage, catalog, options, journal.run_id, journal.attempt, tracker, timings)
     restorer.notes += journal.notes
     restorer.notes += catalog.notes
     restorer.notes += [note for t in targets for note in metadata_notes(t.metadata, t.source.namespace)]
@@ -133,15 +137,17 @@ async def run_restore(
             if options.on_conflict == "fail":
                 _refuse_conflicts(existing)
             restorer.existing = existing
+            timings.plan += time.monotonic() - planning
             results += await restorer.restore_all(todo, journal)
     except BaseException as exc:
         what = await _undo(journal, databases, restorer.wrote)
         if isinstance(exc, BaseExceptionGroup):
             exc = first_cause(exc)
         raise _with_outcome(exc, what) from None
-    await clean_up(
-        _leave(journal, databases), f"the temporary collections of restore {run_id}", CLEANUP_SECONDS
-    )
+    with timings.measure("cleanup"):
+        await clean_up(
+            _leave(journal, databases), f"the temporary collections of restore {run_id}", CLEANUP_SECONDS
+        )
     await tracker.emit()
     checked = [r for r in results if r.verified is not None]
     return RestoreResult(
@@ -156,6 +162,7 @@ async def run_restore(
         checked=len(checked),
         mismatches=[r.target for r in checked if not r.verified],
         notes=restorer.notes,
+        timings=timings,
     )
 
 
@@ -302,8 +309,10 @@ class _Restorer:
         run_id: str,
         attempt: str,
         tracker: ProgressTracker,
+        timings: RestoreTimings,
     ) -> None:
         self.client = client
+        self.timings = timings
         self.storage = storage
         self.catalog = catalog
         self.options = options
@@ -347,21 +356,24 @@ class _Restorer:
             )
             for t in staged
         ]
-        if swaps:
-            await journal.swap_all(swaps)
-        await journal.commit()
+        with self.timings.measure("swap"):
+            if swaps:
+                await journal.swap_all(swaps)
+            await journal.commit()
         await failpoint("restore.committed")
-        await journal.drop_kept()
+        with self.timings.measure("drop_replaced"):
+            await journal.drop_kept()
         for target in staged:
             await self._check_options_kept(target)
         self.tracker.state.restored += [t.namespace for t in staged]
         await self.tracker.emit()
         # after the commit: what cannot be staged is written directly (views last: they may
         # read the collections restored above)
-        for target in timeseries:
-            results.append(await self._restore_in_place(target))
-        for target in views:
-            results.append(await self.restore_view(target))
+        with self.timings.measure("direct"):
+            for target in timeseries:
+                results.append(await self._restore_in_place(target))
+            for target in views:
+                results.append(await self.restore_view(target))
         return results
 
     def temp_of(self, target: _Target) -> str:
@@ -374,13 +386,20 @@ class _Restorer:
         db = self.client[target.db]
         temp = self.temp_of(target)
         self.wrote = True
-        with mongo_errors(f"creating a temporary collection for {target.namespace}"):
+        with (
+            self.timings.measure("create"),
+            mongo_errors(f"creating a temporary collection for {target.namespace}"),
+        ):
             await db.command({"create": temp, **collection_options(target.metadata)})
-        digest = await self._load_data(target, db[temp], entry)
+        with self.timings.measure("insert"):
+            digest = await self._load_data(target, db[temp], entry)
         await failpoint("restore.indexes", ns=target.namespace)
-        with mongo_errors(f"building the indexes of {target.namespace}"):
+        with self.timings.measure("indexes"), mongo_errors(f"building the indexes of {target.namespace}"):
             await self._create_indexes(target, temp)
-        verified = await self._verify(target, db[temp], digest) if self.options.verify else None
+        verified = None
+        if self.options.verify:
+            with self.timings.measure("verify"):
+                verified = await self._verify(target, db[temp], digest)
         await self.tracker.finish(entry)
         return RestoredCollection(
             source.namespace, target.namespace, target.type, digest.documents, "swapped", verified

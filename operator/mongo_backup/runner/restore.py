@@ -4,9 +4,12 @@ location), restore it through temporary collections, verify it, report the resul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Sequence
 from typing import Any
+
+from pydantic.alias_generators import to_camel
 
 from ..api import MongoBackupSpec, MongoRestoreSpec, SpecError, StorageSpec, parse_spec
 from ..engine import EngineError, RestoreOptions, RestoreResult, open_client, run_restore
@@ -160,6 +163,7 @@ class RestoreJob:
                 "mismatches": list(result.mismatches),
             },
             RESTORED_FIELD: restored,
+            "timings": {to_camel(k): round(v, 2) for k, v in dataclasses.asdict(result.timings).items()},
         }
         if server_version:
             status["serverVersion"] = server_version

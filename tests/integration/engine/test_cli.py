@@ -59,6 +59,12 @@ def test_backup_verify_ls_restore_with_json(mongo_uri: str, loaded: str, backup_
     assert (
         body["documents"] == 1234 and body["verified"] == 1 and body["backup_checksum"] == result["checksum"]
     )
+    # where the time went, per phase: every phase a plain collection goes through was timed
+    timings = body["timings"]
+    assert set(timings) == {
+        "plan", "create", "insert", "indexes", "verify", "swap", "drop_replaced", "direct", "cleanup"
+    }  # fmt: skip
+    assert all(timings[phase] > 0 for phase in ("plan", "create", "insert", "verify", "swap", "cleanup"))
 
 
 def test_human_output(mongo_uri: str, loaded: str, backup_root: Path) -> None:

@@ -86,6 +86,10 @@ def test_backup_then_restore_into_another_database(
     assert rstatus["backup"] == "nightly"
     assert rstatus["checksum"] == status["checksum"]
     assert sorted(rstatus["restoredCollections"]) == [f"{target}.orders", f"{target}.users"]
+    assert rstatus["timings"]["insert"] > 0 and rstatus["timings"]["swap"] > 0
+    assert set(rstatus["timings"]) == {
+        "plan", "create", "insert", "indexes", "verify", "swap", "dropReplaced", "direct", "cleanup"
+    }  # fmt: skip
     assert set(rstatus) <= schema_fields(MongoRestoreStatus)
     MongoRestoreStatus.model_validate(rstatus)
     for name in counts:
