@@ -15,6 +15,9 @@ class ProgressTracker:
     ) -> None:
         self.state = Progress(phase=phase, started=time.monotonic())
         self._callback = callback
+        #: collections whose totals come from a count given after add_collection: their byte
+        #: total is estimated from the average document seen so far, until they finish
+        self._counted: set[str] = set()
 
     def add_collection(self, namespace: str, documents: int, data_bytes: int) -> CollectionProgress:
         entry = CollectionProgress(namespace, documents_total=documents, bytes_total=data_bytes)
@@ -23,22 +26,47 @@ class ProgressTracker:
         self.state.bytes_total += data_bytes
         return entry
 
+    async def set_totals(self, entry: CollectionProgress, documents: int) -> None:
+        """A collection's document count, known after add_collection (a backup counts in the
+        background, while the collection may already be streaming). The byte total follows
+        from the average document seen so far (0, unknown, before the first batch). A finished
+        collection keeps what was really seen; a total is never below what is done."""
+        if entry.finished:
+            return
+        entry_documents = max(documents, entry.documents_done)
+        self._counted.add(entry.namespace)
+        self._set(entry, entry_documents, self._bytes_estimate(entry, entry_documents))
+        await self.emit()
+
     async def advance(self, entry: CollectionProgress, documents: int, data_bytes: int) -> None:
         entry.documents_done += documents
         entry.bytes_done += data_bytes
         self.state.documents_done += documents
         self.state.bytes_done += data_bytes
+        if entry.namespace in self._counted:
+            total = max(entry.documents_total, entry.documents_done)
+            self._set(entry, total, self._bytes_estimate(entry, total))
         await self.emit()
 
     async def finish(self, entry: CollectionProgress, restored_as: str | None = None) -> None:
         entry.finished = True
-        # estimates (collStats) are corrected by what was really seen
-        self.state.documents_total += entry.documents_done - entry.documents_total
-        self.state.bytes_total += entry.bytes_done - entry.bytes_total
-        entry.documents_total, entry.bytes_total = entry.documents_done, entry.bytes_done
+        self._counted.discard(entry.namespace)
+        # estimates (counts, sizes from the manifest) are corrected by what was really seen
+        self._set(entry, entry.documents_done, entry.bytes_done)
         if restored_as:
             self.state.restored.append(restored_as)
         await self.emit()
+
+    @staticmethod
+    def _bytes_estimate(entry: CollectionProgress, documents: int) -> int:
+        if not entry.documents_done:
+            return 0
+        return max(entry.bytes_done, round(documents * entry.bytes_done / entry.documents_done))
+
+    def _set(self, entry: CollectionProgress, documents: int, data_bytes: int) -> None:
+        self.state.documents_total += documents - entry.documents_total
+        self.state.bytes_total += data_bytes - entry.bytes_total
+        entry.documents_total, entry.bytes_total = documents, data_bytes
 
     async def emit(self) -> None:
         self.state.elapsed = time.monotonic() - self.state.started
