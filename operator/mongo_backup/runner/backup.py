@@ -8,16 +8,13 @@ the same storage folder, has another uid and fails with BackupNameInUse."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
-from ..engine.cancellation import clean_up
-from ..engine.errors import IntegrityError
-from ..engine.lock import RELEASE_TIMEOUT, BackupLock, LockInfo, create_lock, read_lock
-from ..engine.manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, manifest_checksum
-from ..redact import redact
+from ..engine.deletion import Deletion, delete_backup
+from ..engine.lock import BackupLock, LockInfo, read_lock
+from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -26,19 +23,6 @@ from .lifecycle import Outcome
 from .progress import ProgressReporter, progress_status
 from .settings import RunnerSettings
 from .units import count, human_bytes, human_duration
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """What deleting a stored backup did."""
-
-    location: str
-    #: objects deleted (0: nothing was there, or nothing of ours)
-    removed: int = 0
-    #: another run holds the name's lock (who): nothing deleted, try again later
-    held_by: str | None = None
-    #: nothing deleted, for good: the reason and message of the Warning to post
-    skipped: tuple[str, str] | None = None
 
 
 class BackupJob:
@@ -76,7 +60,7 @@ class BackupJob:
         it lists, then the lock. Needs only the storage (`prepare_storage`), not MongoDB."""
         storage = self.open_storage()
         try:
-            return await _delete_under_lock(storage, self.owner, checksum)
+            return await delete_backup(storage, self.owner, checksum)
         finally:
             await storage.close()
 
@@ -168,55 +152,3 @@ async def _adopt_complete(storage: Storage, owner: str) -> Outcome | None:
         f"at {storage.url}"
     )
     return Outcome(status=status, event_message=message)
-
-
-async def _delete_under_lock(storage: Storage, owner: str, checksum: str) -> Deletion:
-    done = Deletion(storage.url)
-    if not await storage.exists(MANIFEST_NAME):
-        held = await read_lock(storage)
-        if isinstance(held, LockInfo) and held.owner == owner:
-            # An earlier try of this deletion removed the manifest, then failed: our lock still
-            # proves that nobody else writes here, so what is left is ours to remove.
-            removed = await BackupLock(storage, held).clear_leftovers()
-            await storage.delete(LOCK_NAME)
-            return Deletion(storage.url, removed=removed + 1)
-        return done  # already gone
-    created = await create_lock(storage, LockInfo.mine(owner, "delete"))
-    if isinstance(created, BackupLock):
-        lock = created
-    elif created is not None and created.owner == owner:
-        lock = BackupLock(storage, created)  # this object's own (its backup run left it)
-    else:
-        return Deletion(storage.url, held_by=created.describe() if created is not None else "another run")
-    try:
-        listed = await _listed_objects(storage, checksum)
-        if isinstance(listed, Deletion):
-            await lock.release()
-            return listed
-        # the manifest first: the backup stops being complete before its data goes
-        await storage.delete(MANIFEST_NAME)
-    except BaseException:
-        # Nothing deleted yet: give the name back, so that a failed deletion blocks nothing.
-        await clean_up(lock.release(), f"the lock of {storage.url}", RELEASE_TIMEOUT)
-        raise
-    # From here a failed try keeps the lock: the next one (or a user) finishes the deletion.
-    for name in listed:
-        if name not in (MANIFEST_NAME, LOCK_NAME):
-            await storage.delete(name)
-    await storage.delete(LOCK_NAME)
-    return Deletion(storage.url, removed=len(listed) + 1)
-
-
-async def _listed_objects(storage: Storage, checksum: str) -> list[str] | Deletion:
-    """The objects of this object's own backup, or why nothing is deleted (the backup there
-    is someone else's, or unreadable)."""
-    raw = await storage.read_bytes(MANIFEST_NAME)
-    if manifest_checksum(raw) != checksum:
-        message = f"{storage.url} holds a different backup (checksum differs): nothing deleted"
-        return Deletion(storage.url, skipped=("DeleteSkipped", message))
-    try:
-        manifest = BackupManifest.from_json(raw, f"{storage.url}/{MANIFEST_NAME}")
-    except IntegrityError as exc:  # it has the recorded checksum: ours, yet unreadable now
-        message = f"stored backup left in place: {redact(str(exc))}"
-        return Deletion(storage.url, skipped=("DeleteFailed", message))
-    return [obj.name for entry in manifest.collections for obj in entry.objects]
