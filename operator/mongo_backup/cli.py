@@ -1,4 +1,4 @@
-"""`mongo-backup`: backup, restore, verify, ls; crds; run (the operator); demo.
+"""`mongo-backup`: backup, restore, verify, ls, prune; crds; run (the operator); demo.
 
 Exit codes (stable, for scripts):
   0 success · 1 failed · 2 bad usage or input · 3 restore conflict · 4 integrity problem
@@ -25,7 +25,7 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,19 +34,33 @@ from pymongo.errors import PyMongoError
 
 from . import __version__
 from .engine import (
+    BackupListing,
     BackupOptions,
+    Decision,
+    Deletion,
     IntegrityError,
+    InvalidInput,
     RestoreOptions,
+    RetentionItem,
+    RetentionPolicy,
     UsageError,
+    apply_retention,
+    delete_backup,
+    delete_incomplete,
     kind_of,
     list_backups,
     open_client,
     run_backup,
     run_restore,
+    time_zone,
     verify_backup,
 )
+from .engine.catalog import RootContents
 from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
 from .engine.failpoints import failpoint
+from .engine.lock import LockInfo, new_run_id, read_lock
+from .engine.manifest import LOCK_NAME
+from .engine.retention import RULE_HELP
 from .engine.source import translate
 from .redact import install_log_redaction, redact, register_uri
 from .storage import (
@@ -79,6 +93,23 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
     return value
+
+
+def count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def time_zone_arg(text: str) -> tzinfo:
+    try:
+        return time_zone(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def http_url(text: str) -> str:
@@ -160,6 +191,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list the backups under a location")
     p.add_argument("location", metavar="URL")
+    storage_flags(p)
+
+    p = sub.add_parser(
+        "prune",
+        help="delete the backups under a location that a retention policy (GFS) no longer keeps",
+        description="Apply a retention policy to the backups under a location and delete those it "
+        "does not keep, each under its backup name's lock. Only complete backups count for "
+        "--keep-last and the periods; the newest complete backup is never deleted; a backup a "
+        "run holds (lock.json without manifest.json) and anything that is not a backup of ours "
+        "are never deleted. Set at least one of --keep-last, --hourly ... --yearly.",
+    )
+    p.add_argument("location", metavar="URL", help="the folder or prefix holding the backups")
+    g = p.add_argument_group("retention (GFS, as restic forget --keep-*)")
+    for flags, dest in (
+        (("--keep-last",), "keep_last"),
+        (("--hourly", "--keep-hourly"), "hourly"),
+        (("--daily", "--keep-daily"), "daily"),
+        (("--weekly", "--keep-weekly"), "weekly"),
+        (("--monthly", "--keep-monthly"), "monthly"),
+        (("--yearly", "--keep-yearly"), "yearly"),
+        (("--keep-failed",), "keep_failed"),
+    ):
+        g.add_argument(*flags, dest=dest, type=count_arg, metavar="N", help=RULE_HELP[dest])
+    p.add_argument(
+        "--time-zone",
+        type=time_zone_arg,
+        default=time_zone("UTC"),
+        metavar="ZONE",
+        help="the periods' time zone, an IANA name (default UTC); weeks are ISO weeks",
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     storage_flags(p)
 
     p = sub.add_parser("crds", help="print (or write) the CustomResourceDefinitions")
@@ -329,6 +391,135 @@ async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str
     return {"location": storage.url, "backups": [_jsonable(b) for b in listings]}
 
 
+async def cmd_prune(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    policy = RetentionPolicy(
+        keep_last=args.keep_last,
+        hourly=args.hourly,
+        daily=args.daily,
+        weekly=args.weekly,
+        monthly=args.monthly,
+        yearly=args.yearly,
+        keep_failed=args.keep_failed,
+    )
+    try:
+        policy.validate()  # before any request to the storage
+    except InvalidInput:
+        raise UsageError(
+            "no retention rule for complete backups: pass at least one of --keep-last, --hourly, "
+            "--daily, --weekly, --monthly, --yearly (--keep-failed alone says nothing of them)"
+        ) from None
+    tz: tzinfo = args.time_zone
+    storage = open_storage(args.location, storage_settings(args))
+    try:
+        listings = {b.name: b for b in await list_backups(storage)}
+        items = [await _retention_item(storage, b) for b in listings.values()]
+        decisions = apply_retention(items, policy, tz)
+        if not decisions:
+            _say(args, f"no backups under {storage.url}: nothing to prune")
+        else:
+            dry = " (dry run: nothing is deleted)" if args.dry_run else ""
+            _say(args, f"prune {storage.url}: {policy.describe()}; times in {tz}{dry}")
+        owner = new_run_id()  # who this prune is in the locks it takes
+        rows = []
+        for decision in decisions:
+            row = await _prune_one(storage, listings[decision.name], decision, owner, args.dry_run)
+            when = (
+                decision.item.time.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if decision.item.time else "-"
+            )
+            _say(args, f"{row['outcome']:12} {decision.name:30} {when:19}  {row['why']}")
+            rows.append(row)
+    finally:
+        await storage.close()
+    counts = {o: sum(1 for r in rows if r["outcome"] == o) for o in _OUTCOMES}
+    if rows:
+        _say(args, "  " + ", ".join(f"{n} {o}" for o, n in counts.items() if n))
+    missed = [r for r in rows if r["outcome"] == "not deleted"]
+    if missed:
+        _warn(
+            args,
+            f"{len(missed)} {'backup' if len(missed) == 1 else 'backups'} to delete left in place (the "
+            "next prune tries again): " + "; ".join(f"{r['name']}: {r['problem']}" for r in missed),
+        )
+    return {
+        "location": storage.url,
+        "policy": dataclasses.asdict(policy),
+        "time_zone": str(tz),
+        "dry_run": args.dry_run,
+        "backups": rows,
+        **{o.replace(" ", "_"): n for o, n in counts.items()},
+    }
+
+
+_OUTCOMES = ("kept", "deleted", "would delete", "not deleted", "already gone")
+
+
+async def _retention_item(storage: Storage, listing: BackupListing) -> RetentionItem:
+    """What retention makes of one listed backup. A root without a manifest is `in_progress`
+    when it holds a lock (a run may be live: never pruned), `incomplete` when it holds other
+    objects only mongo-backup writes, `unknown` otherwise (a mongodump directory, someone's
+    files: never pruned); an unreadable manifest is `unknown` too."""
+    if listing.state == "complete":
+        return RetentionItem(listing.name, listing.created, "complete")
+    if listing.state == "invalid":
+        return RetentionItem(listing.name, listing.created, "unknown", hold=listing.invalid)
+    root = storage.child(listing.name)
+    contents = await RootContents.scan(root)
+    if any(o.name == LOCK_NAME for o in contents.ours):
+        held = await read_lock(root)
+        who = held.describe() if isinstance(held, LockInfo) else "a run whose lock is unreadable"
+        return RetentionItem(listing.name, listing.created, "in_progress", hold=f"{LOCK_NAME} held by {who}")
+    if contents.ours:
+        return RetentionItem(listing.name, listing.created, "incomplete")
+    return RetentionItem(
+        listing.name,
+        listing.created,
+        "unknown",
+        hold="no manifest and no object only mongo-backup writes (a mongodump directory?): never pruned",
+    )
+
+
+async def _prune_one(
+    storage: Storage, listing: BackupListing, decision: Decision, owner: str, dry_run: bool
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": decision.name,
+        "state": decision.item.state,
+        "time": decision.item.time.isoformat() if decision.item.time else None,
+        "action": decision.action,
+        "reasons": [str(r) for r in decision.reasons],
+        "why": decision.why,
+        "removed_objects": 0,
+        "problem": None,
+    }
+    if decision.keep:
+        row["outcome"] = "kept"
+        return row
+    if dry_run:
+        row["outcome"] = "would delete"
+        return row
+    root = storage.child(decision.name)
+    deletion: Deletion
+    if decision.item.state == "complete":
+        # only the backup the listing saw: one written under that name since then stays
+        deletion = await delete_backup(root, owner, checksum=listing.checksum)
+    else:
+        deletion = await delete_incomplete(root, owner)
+    row["removed_objects"] = deletion.removed
+    if deletion.held_by is not None:
+        row["outcome"], row["problem"] = "not deleted", f"in use by {deletion.held_by}"
+        if decision.item.state == "complete":
+            row["problem"] += f" (if that run is dead, delete {root.url}/{LOCK_NAME})"
+    elif deletion.skipped is not None:
+        row["outcome"], row["problem"] = "not deleted", deletion.skipped[1]
+    else:
+        row["outcome"] = "deleted" if deletion.removed else "already gone"
+    if row["problem"]:
+        row["why"] += f"; {row['problem']}"
+    elif deletion.removed:
+        row["why"] += f"; {deletion.removed} objects deleted"
+    return row
+
+
 def cmd_crds(args: argparse.Namespace) -> int:
     from .api.crdgen import render_crds, write_crds
 
@@ -404,6 +595,7 @@ _ASYNC_COMMANDS: dict[
     "restore": cmd_restore,
     "verify": cmd_verify,
     "ls": cmd_ls,
+    "prune": cmd_prune,
 }
 _SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "crds": cmd_crds,
