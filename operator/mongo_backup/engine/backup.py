@@ -83,10 +83,11 @@ FIRST_BATCH_DOCUMENTS = 1000
 # COUNT_ALLOWANCE plus COUNT_SHARE of the time the dump has run, and every count carries a
 # maxTimeMS of what is left: SecantusDB gives a scan up at that limit (a count of 100k
 # documents with maxTimeMS=20 returns ExecutionTimeout after 21-31 ms), and mongod answers
-# from metadata well within it. On mongod every collection gets its total within the first
-# moments; on a server that scans to count, only what fits in ~2% of the run is counted and
-# the others get their totals when they finish.
-COUNT_ALLOWANCE = 0.05
+# from metadata well within it (~1 ms: the allowance alone covers the first dozens of
+# collections, the share ~1,000 more per minute of run). On a server that scans to count,
+# a large collection costs one attempt of at most the allowance, small ones are counted
+# while the share lasts, and the others get their totals when they finish.
+COUNT_ALLOWANCE = 0.02
 COUNT_SHARE = 0.02
 #: a count is not started with less than this left: the server would give it up at once
 COUNT_MIN_WINDOW = 0.005
@@ -257,9 +258,9 @@ class _Job:
                 first = True
                 async for batch in cursor:
                     checkpoint()
-                    if first:
+                    if first and cursor.alive:  # else the first batch was all there is
                         _fit_batches(cursor, batch)
-                        first = False
+                    first = False
                     await batches.put(batch)
             await batches.put(None)
 
@@ -334,6 +335,8 @@ class _Counter:
         self.client = client
         self.jobs = [job for job in jobs if job.countable()]
         self.tracker = tracker
+        #: counts received so far: the scheduler re-sorts what is pending when this changes
+        self.received = 0
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -358,6 +361,7 @@ class _Counter:
                 checkpoint()
                 if count is not None:
                     job.count = count
+                    self.received += 1
                     await self.tracker.set_totals(job.progress, count)
                 break
 
@@ -366,8 +370,8 @@ def _dump_order(job: _Job) -> tuple[bool, bool, int]:
     """Which pending collection starts next: views last; before them, collections without a
     count in plan order (on a server that counts from metadata, that is only what the counter
     has not reached yet; on one that scans to count, what was too large to count within the
-    counter's budget), then the counted ones, largest first. Ties keep plan order (min()
-    returns the first of equals)."""
+    counter's budget), then the counted ones, largest first. Ties keep plan order (the sort
+    is stable)."""
     return (job.plan.type == "view", job.count is not None, -(job.count or 0))
 
 
@@ -447,16 +451,21 @@ async def _dump_all(
 ) -> list[CollectionEntry]:
     """`parallel` workers take the next collection by `_dump_order` until none is left, while
     the counter counts beside them; the entries come back in plan order."""
-    pending = list(jobs)
+    pending = list(jobs)  # plan order: already in _dump_order while nothing is counted
     done: dict[str, CollectionEntry] = {}
+    counter = _Counter(client, jobs, tracker)
+    sorted_at = 0  # counts received when `pending` was last sorted
 
     async def worker() -> None:
+        nonlocal sorted_at
         while pending:
-            job = min(pending, key=_dump_order)
-            pending.remove(job)
+            if sorted_at != counter.received:
+                sorted_at = counter.received
+                pending.sort(key=_dump_order)
+            job = pending.pop(0)
             done[job.plan.namespace] = await job.run()
 
-    counting = asyncio.ensure_future(_Counter(client, jobs, tracker).run())
+    counting = asyncio.ensure_future(counter.run())
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(parallel, len(jobs))):
