@@ -35,7 +35,7 @@ from tests.integration.storage.conftest import (  # noqa: F401 - fixtures of the
     s3_backend,
     s3_server,
 )
-from tests.support.cli_run import CliResult, CliRun, run_cli
+from tests.support.cli_run import CliResult, CliRun, cli_run, one_line_error, run_cli
 from tests.support.emulators import Backend
 from tests.support.faulty_proxy import FaultyProxy
 from tests.support.mongo import SecantusProcess
@@ -85,24 +85,6 @@ def files_under(folder: Path) -> dict[str, tuple[int, int]]:
         for p in folder.rglob("*")
         if p.is_file()
     }
-
-
-@contextmanager
-def cli_run(args: list[str], **options: Any) -> Iterator[CliRun]:
-    """A CLI run that never outlives its test, even a failed one (a paused child waits forever)."""
-    run = CliRun.start(args, **options)
-    try:
-        yield run
-    finally:
-        if run.proc.poll() is None:
-            run.kill()
-
-
-def one_line_error(done: CliResult) -> str:
-    """The CLI's error: exactly one line on stderr, no traceback."""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mongo-backup "), done.stderr
-    return lines[0]
 
 
 # ---- kill -9 ---------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import shutil
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,8 @@ from mongo_backup.engine.errors import (
 )
 from mongo_backup.engine.failpoints import armed
 from mongo_backup.storage import open_storage
-from tests.support.cli_run import CliResult, CliRun, run_cli
+from tests.support.cli_run import CliRun, cli_run, one_line_error, run_cli
+from tests.support.mongo import split_documents
 from tests.support.tcp_proxy import TcpProxy
 
 Client = MongoClient[Any]
@@ -81,14 +81,7 @@ Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def raw_documents(client: Client, db: str, name: str) -> list[bytes]:
-    out: list[bytes] = []
-    for batch in client[db][name].find_raw_batches():
-        pos = 0
-        while pos < len(batch):
-            size = int.from_bytes(batch[pos : pos + 4], "little")
-            out.append(bytes(batch[pos : pos + size]))
-            pos += size
-    return sorted(out)
+    return sorted(doc for batch in client[db][name].find_raw_batches() for doc in split_documents(batch))
 
 
 def snapshot(client: Client, db: str) -> Snapshot:
@@ -213,24 +206,6 @@ def restore_args(
     if include:
         args += ["--ns-include", f"{backup.source}.{include}"]
     return args
-
-
-@contextmanager
-def cli_run(args: list[str], **options: Any) -> Iterator[CliRun]:
-    """A CLI run that never outlives its test, even a failed one (a paused child waits forever)."""
-    run = CliRun.start(args, **options)
-    try:
-        yield run
-    finally:
-        if run.proc.poll() is None:
-            run.kill()
-
-
-def one_line_error(done: CliResult) -> str:
-    """The CLI's error: exactly one line on stderr, no traceback."""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mongo-backup "), done.stderr
-    return lines[0]
 
 
 def succeeds(args: list[str]) -> None:

@@ -16,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mongo_backup.engine.failpoints import DIR_ENV, ENV
 
@@ -127,3 +129,21 @@ def run_cli(
         cwd=cwd,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@contextmanager
+def cli_run(args: Sequence[str], **options: Any) -> Iterator[CliRun]:
+    """A CLI run that never outlives its test, even a failed one (a paused child waits forever)."""
+    run = CliRun.start(args, **options)
+    try:
+        yield run
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+
+
+def one_line_error(done: CliResult) -> str:
+    """The CLI's error: exactly one line on stderr, no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mongo-backup "), done.stderr
+    return lines[0]

@@ -85,3 +85,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], uri: str, timeout: float = 30.0) 
 
 def external_uri() -> str | None:
     return os.environ.get("MONGODB_URI") or None
+
+
+def split_documents(batch: bytes) -> list[bytes]:
+    """The documents of a raw BSON batch (as `find_raw_batches` yields it), each as its bytes."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(batch):
+        size = int.from_bytes(batch[pos : pos + 4], "little")
+        out.append(bytes(batch[pos : pos + size]))
+        pos += size
+    return out

@@ -318,7 +318,8 @@ class RestoreJournal:
             )
 
     async def swap_all(self, swaps: list[Swap]) -> None:
-        """Swap every staged collection in; on any failure, roll every swap back and raise."""
+        """Swap every staged collection in, in order; a failure is raised as it is (the caller's
+        `undo` rolls back whatever was swapped)."""
         self.swaps = swaps
         await self._set({"state": "swapping", "swaps": [s.to_doc() for s in swaps]})
         self.state = "swapping"

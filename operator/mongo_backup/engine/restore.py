@@ -107,14 +107,9 @@ async def run_restore(
 
     tracker = ProgressTracker("restore", progress)
     restorer = _Restorer(client, storage, catalog, options, journal.run_id, journal.attempt, tracker, timings)
-    restorer.notes += journal.notes
     restorer.notes += catalog.notes
     restorer.notes += [note for t in targets for note in metadata_notes(t.metadata, t.source.namespace)]
-    results: list[RestoredCollection] = [
-        RestoredCollection(t.source.namespace, t.namespace, t.type, t.source.documents or 0, "skipped", None)
-        for t in targets
-        if t.namespace in done
-    ]
+    results = [_skipped(t) for t in targets if t.namespace in done]
     await journal.begin(databases)
     try:
         async with journal.alive():
@@ -127,12 +122,7 @@ async def run_restore(
                     if existing.get(target.namespace) and await _holds_backup_data(client, target):
                         done.add(target.namespace)
                         del existing[target.namespace]
-                        results.append(
-                            RestoredCollection(
-                                target.source.namespace, target.namespace, target.type,
-                                target.source.documents or 0, "skipped", None,
-                            )
-                        )  # fmt: skip
+                        results.append(_skipped(target))
                 todo = [t for t in todo if t.namespace not in done]
             if options.on_conflict == "fail":
                 _refuse_conflicts(existing)
@@ -161,8 +151,17 @@ async def run_restore(
         verified=sum(1 for r in checked if r.verified),
         checked=len(checked),
         mismatches=[r.target for r in checked if not r.verified],
-        notes=restorer.notes,
+        # what settling dead runs did (also while claiming the targets) comes first
+        notes=journal.notes + restorer.notes,
         timings=timings,
+    )
+
+
+def _skipped(target: _Target) -> RestoredCollection:
+    """A target restored by an earlier attempt of this run."""
+    source = target.source
+    return RestoredCollection(
+        source.namespace, target.namespace, target.type, source.documents or 0, "skipped", None
     )
 
 

@@ -7,19 +7,15 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from mongo_backup.storage import Storage, open_storage
+from tests.support.mongo import split_documents
 
 
 async def raw_documents(client: AsyncMongoClient[Any], ns: str) -> list[bytes]:
     """Every document of a collection as the server's exact BSON bytes, sorted."""
     db, _, coll = ns.partition(".")
-    out: list[bytes] = []
-    async for batch in client[db][coll].find_raw_batches():
-        pos = 0
-        while pos < len(batch):
-            size = int.from_bytes(batch[pos : pos + 4], "little")
-            out.append(bytes(batch[pos : pos + size]))
-            pos += size
-    return sorted(out)
+    return sorted(
+        [doc async for batch in client[db][coll].find_raw_batches() for doc in split_documents(batch)]
+    )
 
 
 async def collection_shapes(client: AsyncMongoClient[Any], db: str) -> dict[str, dict[str, Any]]:
