@@ -5,7 +5,9 @@ from .backup import MONGO_BACKUP, MongoBackupSpec, MongoBackupStatus
 from .common import (
     API_GROUP,
     API_VERSION,
+    CANCEL_ANNOTATION,
     GROUP_VERSION,
+    TERMINAL_PHASES,
     AzureStorage,
     CompressionSpec,
     Condition,
@@ -40,10 +42,12 @@ RESOURCES: tuple[CustomResource, ...] = (MONGO_BACKUP, MONGO_RESTORE)
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "CANCEL_ANNOTATION",
     "GROUP_VERSION",
     "MONGO_BACKUP",
     "MONGO_RESTORE",
     "RESOURCES",
+    "TERMINAL_PHASES",
     "AzureStorage",
     "BackupRef",
     "CompressionSpec",

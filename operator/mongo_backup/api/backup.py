@@ -65,7 +65,9 @@ MONGO_BACKUP = CustomResource(
         "raw BSON into storage, in mongodump's directory layout, and reports the result here."
     ),
     printer_columns=(
-        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Completed or Failed."),
+        PrinterColumn(
+            "Phase", "string", ".status.phase", "Pending, Running, Completed, Failed or Cancelled."
+        ),
         PrinterColumn("Size", "string", ".status.size", "Stored size."),
         PrinterColumn("Documents", "integer", ".status.documents", "Documents backed up."),
         PrinterColumn("Duration", "string", ".status.duration", "Run time.", priority=1),

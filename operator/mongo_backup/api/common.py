@@ -326,7 +326,12 @@ def parallelism_field() -> Any:
 
 # ----- status ---------------------------------------------------------------------------------
 
-Phase = Literal["Pending", "Running", "Completed", "Failed"]
+Phase = Literal["Pending", "Running", "Completed", "Failed", "Cancelled"]
+#: phases a run never leaves
+TERMINAL_PHASES: tuple[Phase, ...] = ("Completed", "Failed", "Cancelled")
+#: `kubectl annotate mbk NAME mongobackup.io/cancel=true` stops a run safely (the spec stays
+#: immutable; an annotation is how a user asks something of a running object)
+CANCEL_ANNOTATION = "mongobackup.io/cancel"
 
 
 class Condition(StatusModel):
@@ -360,7 +365,13 @@ class Progress(StatusModel):
 class RunStatus(StatusModel):
     """Status fields shared by backups and restores."""
 
-    phase: Phase | None = Field(default=None, description="Pending, Running, Completed or Failed.")
+    phase: Phase | None = Field(
+        default=None,
+        description=(
+            "Pending, Running, then one of the final phases: Completed, Failed or Cancelled "
+            "(annotation mongobackup.io/cancel=true)."
+        ),
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Latest observations: Ready, Running, Completed, Failed, waiting reasons.",

@@ -184,7 +184,9 @@ MONGO_RESTORE = CustomResource(
         "written to a temporary collection and verified, then all are swapped in together."
     ),
     printer_columns=(
-        PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Completed or Failed."),
+        PrinterColumn(
+            "Phase", "string", ".status.phase", "Pending, Running, Completed, Failed or Cancelled."
+        ),
         PrinterColumn("Backup", "string", ".status.backup", "The backup restored."),
         PrinterColumn("Size", "string", ".status.size", "Stored size of the backup."),
         PrinterColumn("Documents", "integer", ".status.documents", "Documents restored."),

@@ -37,7 +37,7 @@ from pymongo.errors import PyMongoError
 from .. import __version__
 from ..storage import ObjectExists, Storage
 from ..storage.retry import in_thread, settle
-from .cancellation import checkpoint, clean_up
+from .cancellation import cancelled_with, checkpoint, clean_up
 from .compression import Codec, get_codec
 from .cursor import batch_documents
 from .digest import ContentDigest
@@ -424,9 +424,11 @@ async def run_backup(
         with written.writing(MANIFEST_NAME):
             await storage.write_bytes(MANIFEST_NAME, raw)
     except BaseException as exc:
-        await _discard_partial(storage, lock, written)
+        left = await _discard_partial(storage, lock, written)
         if isinstance(exc, BaseExceptionGroup):
-            raise first_cause(exc) from None
+            raise cancelled_with(first_cause(exc), left) from None
+        if isinstance(exc, asyncio.CancelledError):
+            raise cancelled_with(exc, left) from None
         raise
     await _release_after_success(lock)
     await tracker.emit()
@@ -495,19 +497,32 @@ async def _release_after_success(lock: BackupLock) -> None:
         log.warning("could not remove the lock of the complete backup at %s: %s", lock.storage.url, error)
 
 
-async def _discard_partial(storage: Storage, lock: BackupLock, written: _Written) -> None:
+async def _discard_partial(storage: Storage, lock: BackupLock, written: _Written) -> str:
     """After a failure: every write has ended (the task groups waited for their tasks, each
     writer's abort for its uploads in flight), so delete exactly what this run began to write,
     the manifest first, then the lock. Best effort, bounded: whatever cannot be deleted stays
     under the lock, which names its run to whoever comes next. Never a prefix: the names
-    another run may own are not ours to guess."""
+    another run may own are not ours to guess. Returns what it left, in words."""
+
+    left = (
+        f"the {len(written.names)} objects it had written were deleted, and its lock"
+        if written.names
+        else "it had written nothing but its lock, which was removed"
+    )
 
     async def discard() -> None:
+        nonlocal left
         if not await lock.still_mine():
             log.warning("the lock of %s is no longer this run's: nothing deleted", storage.url)
+            left = "nothing was deleted: the backup's lock is no longer this run's"
             return
         for name in reversed(written.names):
             await storage.delete(name)
         await storage.delete(LOCK_NAME)
 
-    await clean_up(discard(), f"the partial backup at {storage.url}", CLEANUP_TIMEOUT)
+    if not await clean_up(discard(), f"the partial backup at {storage.url}", CLEANUP_TIMEOUT):
+        left = (
+            f"what it had written could not all be deleted now: it stays under its lock at "
+            f"{storage.url}, and the next run of this backup, or its deletion, removes it"
+        )
+    return left

@@ -28,9 +28,10 @@ def checkpoint() -> None:
         raise asyncio.CancelledError()
 
 
-async def clean_up(cleanup: Coroutine[Any, Any, None], what: str, limit: float) -> None:
+async def clean_up(cleanup: Coroutine[Any, Any, None], what: str, limit: float) -> bool:
     """Run a failed or cancelled run's `cleanup` to its end (at most `limit` seconds), even
-    if the run is cancelled again meanwhile; a failure of the cleanup is logged, not raised."""
+    if the run is cancelled again meanwhile; a failure of the cleanup is logged, not raised:
+    the result says whether it succeeded."""
     task = asyncio.ensure_future(asyncio.wait_for(cleanup, limit))
     try:
         await settle([task])
@@ -38,3 +39,12 @@ async def clean_up(cleanup: Coroutine[Any, Any, None], what: str, limit: float) 
         error = task.exception() if task.done() and not task.cancelled() else None
         if error is not None:
             log.warning("could not remove %s: %s", what, error)
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def cancelled_with(exc: BaseException, outcome: str) -> BaseException:
+    """`exc`, or, when it is a cancellation, one that says what the stopped run left: a user who
+    cancels a run reads it in the run's status (`str(exc)`), and the type stays CancelledError."""
+    if isinstance(exc, asyncio.CancelledError) and not exc.args:
+        return asyncio.CancelledError(outcome)
+    return exc

@@ -134,6 +134,15 @@ async def _exists(client: AsyncMongoClient[Any], db: str, names: Iterable[str]) 
     return set(found)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What settling a dead run did: `committed` runs were finished (their targets stay
+    restored), the others rolled back; `what` says it in words."""
+
+    committed: bool
+    what: str
+
+
 class RestoreJournal:
     """The journal entries of one restore run (one attempt)."""
 
@@ -198,7 +207,16 @@ class RestoreJournal:
                 with mongo_errors(f"dropping the stale temporary collection {db}.{name}"):
                     await self.client[db].drop_collection(name)
 
-    async def _settle(self, doc: dict[str, Any]) -> None:
+    async def settle_lost_attempt(self) -> Settled | None:
+        """Settle what a lost attempt of this run left (a run cancelled after its operator
+        died), or None when no attempt of it is in the journal."""
+        with mongo_errors("reading the restore journal"):
+            doc = await self._db[RUNS].find_one({"_id": self.run_id})
+        if doc is None or doc.get("attempt") == self.attempt:
+            return None
+        return Settled(committed=doc.get("state") == "committed", what=await self._settle(doc))
+
+    async def _settle(self, doc: dict[str, Any]) -> str:
         run = str(doc["_id"])
         state = doc.get("state")
         swaps = [Swap.from_doc(s) for s in doc.get("swaps") or []]
@@ -220,6 +238,7 @@ class RestoreJournal:
         if run != self.run_id or swaps:
             self.notes.append(f"an earlier restore (run {run}) that died was {what}")
         log.info("restore run %s, dead, was %s", run, what)
+        return what
 
     async def _drop_run_temporaries(self, run: str, databases: Iterable[str]) -> None:
         for db in databases:

@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError
 
 from ..storage import Storage
 from ..storage.retry import settle
-from .cancellation import clean_up
+from .cancellation import cancelled_with, clean_up
 from .catalog import Catalog, SourceCollection, load_catalog
 from .cursor import batch_documents, read_digest
 from .digest import ContentDigest
@@ -185,7 +185,11 @@ async def _undo(journal: RestoreJournal, databases: set[str], wrote: bool) -> st
             failure = exc
             log.debug("undoing restore run %s failed: %s", journal.run_id, exc)
 
-    await clean_up(undo(), f"what restore run {journal.run_id} wrote", CLEANUP_SECONDS)
+    if (
+        not await clean_up(undo(), f"what restore run {journal.run_id} wrote", CLEANUP_SECONDS)
+        and failure is None
+    ):
+        failure = TimeoutError(f"undoing took more than {CLEANUP_SECONDS}s")
     if failure is not None:
         later = f"the next restore into {', '.join(sorted(databases))} will"
         where = f"(run {journal.run_id} in {JOURNAL_DATABASE}.restore_runs)"
@@ -209,7 +213,11 @@ def _count(namespaces: Sequence[str]) -> str:
 def _with_outcome(exc: BaseException, outcome: str | None) -> BaseException:
     """`exc`, its message extended by what happened to the targets (same type: callers look
     at types, never at text)."""
-    if outcome is None or not isinstance(exc, EngineError) or type(exc).__init__ is not Exception.__init__:
+    if outcome is None:
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return cancelled_with(exc, outcome)
+    if not isinstance(exc, EngineError) or type(exc).__init__ is not Exception.__init__:
         return exc
     extended = type(exc)(f"{exc}; {outcome}")
     extended.__cause__ = exc.__cause__

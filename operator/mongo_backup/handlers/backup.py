@@ -12,13 +12,15 @@ from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MongoBackupSpec, SpecErr
 from ..redact import redact
 from ..runner import BackupJob, Failure, SecretUnavailable
 from ..storage import BucketNotFound, ObjectNotFound, StorageError
-from .hosting import run_daemon, runnable
+from .hosting import run_daemon, runnable, watch_cancel_requests
 from .link import ResourceLink
 from .settings import runtime_of
 
 PLURAL = MONGO_BACKUP.plural
 #: give up deleting stored objects after this many tries (a deletion must not hang forever)
 DELETE_TRIES = 5
+
+watch_cancel_requests(PLURAL)
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="run", when=runnable, cancellation_timeout=60)

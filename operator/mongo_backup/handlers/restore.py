@@ -9,9 +9,11 @@ import kopf
 
 from ..api import API_GROUP, API_VERSION, MONGO_RESTORE, MongoRestoreSpec
 from ..runner import RESTORED_FIELD, RestoreJob
-from .hosting import run_daemon, runnable
+from .hosting import run_daemon, runnable, watch_cancel_requests
 
 PLURAL = MONGO_RESTORE.plural
+
+watch_cancel_requests(PLURAL)
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="run", when=runnable, cancellation_timeout=60)

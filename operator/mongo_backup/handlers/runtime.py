@@ -3,6 +3,7 @@ slots and the Kubernetes client. Kopf hands it to every handler as `memo.runtime
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from ..runner import RunnerSettings, Slots
@@ -16,6 +17,13 @@ class Runtime:
     server: str | None = None
     slots: Slots | None = None
     kube: KubeApi | None = None
+    #: the runs hosted here, by object uid: set when a user asks to cancel one (annotation)
+    cancels: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def request_cancel(self, uid: str) -> None:
+        event = self.cancels.get(uid)
+        if event is not None:
+            event.set()
 
     def start(self) -> None:
         if self.slots is None:

@@ -13,8 +13,8 @@ from typing import Any
 from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
 from ..engine.deletion import Deletion, delete_backup
-from ..engine.lock import BackupLock, LockInfo, read_lock
-from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
+from ..engine.lock import BackupLock, LockInfo, lock_backup_root, read_lock
+from ..engine.manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, manifest_checksum
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -63,6 +63,27 @@ class BackupJob:
             return await delete_backup(storage, self.owner, checksum)
         finally:
             await storage.close()
+
+    async def settle_lost_attempt(self) -> Outcome | str:
+        """Cancelled after the operator lost an attempt: a backup that attempt completed is
+        adopted (the cancel came too late); anything else it wrote is deleted, under the lock
+        it left (taken over as a resumed attempt does: the owner is this object's uid)."""
+        storage = self.open_storage()
+        try:
+            adopted = await _adopt_complete(storage, self.owner)
+            if adopted is not None:
+                return adopted
+            left = [i.name async for i in storage.list(partial=True) if i.name != LOCK_NAME]
+            lock = await lock_backup_root(storage, self.owner, take_over_own=True)
+            await lock.release()
+        except (EngineError, StorageError) as exc:
+            return f"what an earlier, lost attempt wrote was left in place: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await storage.close()
+        if left:
+            return f"the {len(left)} objects an earlier, lost attempt wrote were deleted"
+        return "an earlier, lost attempt had left nothing behind"
 
     async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
         try:

@@ -3,9 +3,10 @@ slot, attempt it (retrying what may pass), and have the status writer (`runner.s
 record each step.
 
 The phases a user sees: Pending (waiting for a Secret, a backup or a slot; the Ready
-condition says why), Running (with progress), then Completed or Failed, which are final.
-Cancellation (operator exit, object deletion) leaves the status as it is on purpose: the next
-operator sees phase Running and takes the run up again (`attempts` + 1)."""
+condition says why), Running (with progress), then Completed, Failed or Cancelled, which are
+final. A cancellation by the operator's exit or the object's deletion leaves the status as it
+is on purpose: the next operator sees phase Running and takes the run up again (`attempts` + 1);
+a user's cancel (the annotation) is recorded by the host as Cancelled once the run has stopped."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from ..api import TERMINAL_PHASES
 from .cluster import SecretUnavailable
 from .failures import Failure, classify
 from .progress import ProgressReporter
@@ -24,8 +26,6 @@ from .status import Outcome, StatusWriter
 __all__ = ["TERMINAL_PHASES", "Job", "Outcome", "Slots", "Waiting", "drive"]
 
 log = logging.getLogger(__name__)
-
-TERMINAL_PHASES = ("Completed", "Failed")
 
 
 class Waiting(Exception):
@@ -52,6 +52,11 @@ class Job(Protocol):
     @property
     def restored_field(self) -> str | None:
         """Status field the reporter keeps the restored namespaces in (restores only)."""
+
+    async def settle_lost_attempt(self) -> Outcome | str:
+        """Cancelled after an attempt was lost with its operator: undo what that attempt left
+        (a backup's objects, a restore's temporaries and swaps) and say what was done, in
+        words; or, when that attempt turns out to have completed, its outcome."""
 
 
 class Slots:
@@ -118,16 +123,28 @@ async def drive(
                             "%s %s/%s failed unexpectedly", job.kind, writer.link.namespace, writer.link.name
                         )
                     if not (failure.retryable and retries):
-                        await writer.mark_failed(failure, time.monotonic() - clock)
+                        await _uninterrupted(writer.mark_failed(failure, time.monotonic() - clock))
                         return
                     delay = retries.pop(0)
                     await writer.mark_retrying(failure, delay)
                     await sleep(delay)
                     continue
-            await writer.mark_completed(outcome, time.monotonic() - clock)
+            await _uninterrupted(writer.mark_completed(outcome, time.monotonic() - clock))
             return
     except Failure as failure:
-        await writer.mark_failed(classify(failure), None)
+        await _uninterrupted(writer.mark_failed(classify(failure), None))
+
+
+async def _uninterrupted(final: Awaitable[None]) -> None:
+    """Write a final phase to its end even when the run is cancelled meanwhile: a backup that
+    completed must not lose its Completed status to a late cancel (which then sees a final
+    phase and leaves it)."""
+    task = asyncio.ensure_future(final)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def _wait_for_inputs(job: Job, writer: StatusWriter, settings: RunnerSettings, sleep: Sleep) -> None:

@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from ..api import MongoBackupSpec, MongoRestoreSpec, SpecError, StorageSpec, parse_spec
 from ..engine import EngineError, RestoreOptions, RestoreResult, open_client, run_restore
+from ..engine.journal import RestoreJournal
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -75,6 +76,8 @@ class RestoreJob:
         phase = status.get("phase") or "Pending"
         if phase == "Failed":
             raise Failure("BackupNotComplete", f"{where} failed: {status.get('error') or 'no reason given'}")
+        if phase == "Cancelled":
+            raise Failure("BackupNotComplete", f"{where} was cancelled: it holds no backup")
         if phase != "Completed":
             raise Waiting("BackupNotComplete", f"{where} is {phase}, not Completed yet")
         try:
@@ -107,6 +110,27 @@ class RestoreJob:
             already_restored=tuple(self.restored),
             resume=resumed,
         )
+
+    async def settle_lost_attempt(self) -> Outcome | str:
+        """Cancelled after the operator lost an attempt: settle that attempt from the restore
+        journal, as the next restore into its databases would (roll back, or forward once
+        committed), and drop its temporary collections."""
+        try:
+            client = open_client(self._uri, timeout_ms=self.settings.mongo_timeout_ms)
+        except EngineError as exc:
+            return f"what the lost attempt left could not be checked: {exc}"
+        try:
+            settled = await RestoreJournal(client, run_id_of(self.uid), "cancel").settle_lost_attempt()
+        except EngineError as exc:
+            return f"what the lost attempt left could not be settled now: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+        if settled is None:
+            return "no target was changed"
+        if settled.committed:
+            return f"an earlier, lost attempt had committed its swaps: they stay restored ({settled.what})"
+        return f"an earlier, lost attempt was {settled.what}: every target is as it was"
 
     async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
         try:

@@ -6,12 +6,13 @@ Every patch is built from the API's status models (`RunStatus` and the kind's ow
 value of the wrong type; every text in it, and in every Event, is redacted.
 
 The phases: Pending (waiting for an input or a slot, or before a retry; the Ready or Running
-condition says why), Running (with progress), then Completed or Failed, which are final.
-(`mark_cancelled` comes with runs hosted in Kubernetes Jobs.)"""
+condition says why), Running (with progress), then Completed, Failed or Cancelled, which are
+final."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,10 @@ class StatusWriter:
         self.generation = generation
         #: kept here: a merge patch replaces the whole list
         self.conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
+        #: the phase last written (or found): whoever cancels a run must not undo a final one
+        self.phase: str | None = status.get("phase")
+        #: when this process started the running attempt (monotonic clock)
+        self.started: float | None = None
 
     async def mark_pending(self, reason: str, message: str, *, warn: bool = True) -> None:
         """Waiting for an input (a Secret, a MongoBackup) or, with `warn=False`, for a slot."""
@@ -77,6 +82,7 @@ class StatusWriter:
         await self._patch({"phase": "Pending", "error": message})
 
     async def mark_running(self, attempt: int, *, resumed: bool = False) -> None:
+        self.started = time.monotonic()
         self._condition("Ready", "True", "InputsResolved", "")
         self._condition("Running", "True", "Attempt", f"attempt {attempt} started")
         note = ", taking up a lost attempt" if resumed else ""
@@ -135,6 +141,19 @@ class StatusWriter:
         self._event("Warning", "Failed", f"{self.kind} failed: {failure.reason}: {failure.message}")
         await self._patch(fields)
 
+    async def mark_cancelled(self, left: str, elapsed: float | None) -> None:
+        """Final: a user cancelled the run (annotation) and it has stopped; `left` says what
+        it left behind, in words (e.g. "every target is as it was")."""
+        message = f"{self.kind} cancelled: {left}"
+        self._condition("Running", "False", "Cancelled", message)
+        self._condition("Completed", "False", "Cancelled", message)
+        self._condition("Cancelled", "True", "Cancelled", message)
+        fields: dict[str, Any] = {"phase": "Cancelled", "completedAt": now_iso()}
+        if elapsed is not None:
+            fields["duration"] = human_duration(elapsed)
+        self._event("Normal", "Cancelled", message)
+        await self._patch(fields, clear=["error"])
+
     # Inside.
 
     def _condition(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
@@ -169,6 +188,7 @@ class StatusWriter:
             body["error"] = _text(body["error"])
         patch = status_patch(self._validated(body), clear=[_python_name(self.model, c) for c in clear])
         await self.link.patch_status(patch)
+        self.phase = body.get("phase", self.phase)
 
 
 def _python_name(model: type[RunStatus], name: str) -> str:
