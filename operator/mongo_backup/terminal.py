@@ -52,9 +52,12 @@ class ProgressDisplay:
 
     def _draw(self, p: Progress) -> None:
         docs_rate = p.documents_done / p.elapsed if p.elapsed else 0.0
+        # while the backup still counts, its totals are partial: no percent, and a "+" on them
+        percent = f"{p.percent:5.1f}%" if p.percent is not None else "  ...%"
+        more = "" if p.totals_known else "+"
         lines = [
-            f"{p.phase}: {p.percent:5.1f}%  {p.documents_done:,}/{p.documents_total:,} docs  "
-            f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)}  "
+            f"{p.phase}: {percent}  {p.documents_done:,}/{p.documents_total:,}{more} docs  "
+            f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)}{more}  "
             f"{docs_rate:,.0f} docs/s  {human_bytes(p.rate)}/s  ETA {human_seconds(p.eta)}"
         ]
         active = [c for c in p.collections.values() if not c.finished and c.documents_done]

@@ -350,7 +350,16 @@ class Condition(StatusModel):
 class Progress(StatusModel):
     """Where a running backup or restore is; refreshed every few seconds."""
 
-    percent: float | None = Field(default=None, ge=0, le=100, description="Share of the bytes done.")
+    percent: float | None = Field(
+        default=None, ge=0, le=100, description="Share of the bytes done; unset while totals are not known."
+    )
+    totals_known: bool | None = Field(
+        default=None,
+        description=(
+            "False while a backup is still counting its collections (it streams meanwhile): the "
+            "totals cover only part of the run, and percent and ETA are unset until they are known."
+        ),
+    )
     documents_done: int | None = Field(default=None, ge=0, description="Documents done so far.")
     documents_total: int | None = Field(default=None, ge=0, description="Documents expected in all.")
     bytes_done: int | None = Field(default=None, ge=0, description="Uncompressed BSON bytes done so far.")

@@ -216,7 +216,7 @@ class _Job:
         self.tracker = tracker
         self.stem = collection_file_stem(plan.db, plan.name)
         #: totals unknown until the counter (or the end of the dump) tells
-        self.progress = tracker.add_collection(plan.namespace, 0, 0)
+        self.progress = tracker.add_collection(plan.namespace, 0, 0, known=False)
         #: what the background count said; None: not counted (yet, or given up)
         self.count: int | None = None
 

@@ -108,9 +108,15 @@ class Progress:
     collections: dict[str, CollectionProgress] = field(default_factory=dict)
     #: target namespaces fully restored (swapped in) so far
     restored: list[str] = field(default_factory=list)
+    #: False while a collection's size is still unknown (a backup counts in the background
+    #: while it streams): the totals then cover only part of the run, so there is no percent
+    #: and no ETA yet
+    totals_known: bool = True
 
     @property
-    def percent(self) -> float:
+    def percent(self) -> float | None:
+        if not self.totals_known:
+            return None
         if self.bytes_total > 0:
             return min(100.0, 100.0 * self.bytes_done / self.bytes_total)
         if self.documents_total > 0:
@@ -125,7 +131,7 @@ class Progress:
     @property
     def eta(self) -> float | None:
         """Seconds left, when it can be estimated."""
-        if self.rate <= 0 or self.bytes_total <= 0:
+        if not self.totals_known or self.rate <= 0 or self.bytes_total <= 0:
             return None
         return max(0.0, (self.bytes_total - self.bytes_done) / self.rate)
 

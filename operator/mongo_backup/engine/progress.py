@@ -18,13 +18,31 @@ class ProgressTracker:
         #: collections whose totals come from a count given after add_collection: their byte
         #: total is estimated from the average document seen so far, until they finish
         self._counted: set[str] = set()
+        #: unfinished collections whose size is not known yet (not counted, or counted but no
+        #: document seen to estimate bytes from): while any is left, `totals_known` is False
+        self._unknown: set[str] = set()
 
-    def add_collection(self, namespace: str, documents: int, data_bytes: int) -> CollectionProgress:
+    def add_collection(
+        self, namespace: str, documents: int, data_bytes: int, *, known: bool = True
+    ) -> CollectionProgress:
+        """`known=False`: the totals come later (`set_totals`) or at the collection's end."""
         entry = CollectionProgress(namespace, documents_total=documents, bytes_total=data_bytes)
         self.state.collections[namespace] = entry
         self.state.documents_total += documents
         self.state.bytes_total += data_bytes
+        if not known:
+            self._unknown.add(namespace)
+            self.state.totals_known = False
         return entry
+
+    def _known(self, entry: CollectionProgress) -> None:
+        """The entry's size is known, or estimated from what was seen of it."""
+        if entry.namespace in self._unknown and (
+            entry.finished
+            or (entry.namespace in self._counted and (entry.documents_done or not entry.documents_total))
+        ):
+            self._unknown.discard(entry.namespace)
+            self.state.totals_known = not self._unknown
 
     async def set_totals(self, entry: CollectionProgress, documents: int) -> None:
         """A collection's document count, known after add_collection (a backup counts in the
@@ -36,6 +54,7 @@ class ProgressTracker:
         entry_documents = max(documents, entry.documents_done)
         self._counted.add(entry.namespace)
         self._set(entry, entry_documents, self._bytes_estimate(entry, entry_documents))
+        self._known(entry)
         await self.emit()
 
     async def advance(self, entry: CollectionProgress, documents: int, data_bytes: int) -> None:
@@ -46,6 +65,7 @@ class ProgressTracker:
         if entry.namespace in self._counted:
             total = max(entry.documents_total, entry.documents_done)
             self._set(entry, total, self._bytes_estimate(entry, total))
+            self._known(entry)
         await self.emit()
 
     async def finish(self, entry: CollectionProgress, restored_as: str | None = None) -> None:
@@ -53,6 +73,7 @@ class ProgressTracker:
         self._counted.discard(entry.namespace)
         # estimates (counts, sizes from the manifest) are corrected by what was really seen
         self._set(entry, entry.documents_done, entry.bytes_done)
+        self._known(entry)
         if restored_as:
             self.state.restored.append(restored_as)
         await self.emit()

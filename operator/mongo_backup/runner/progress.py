@@ -21,9 +21,10 @@ PatchFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def progress_status(snapshot: Progress) -> dict[str, Any]:
-    eta = snapshot.eta
+    eta, percent = snapshot.eta, snapshot.percent
     return {
-        "percent": round(snapshot.percent, 1),
+        "percent": round(percent, 1) if percent is not None else None,
+        "totalsKnown": snapshot.totals_known,
         "documentsDone": snapshot.documents_done,
         "documentsTotal": snapshot.documents_total,
         "bytesDone": snapshot.bytes_done,

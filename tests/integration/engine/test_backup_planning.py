@@ -243,3 +243,30 @@ async def test_progress_totals_follow_counts_and_end_at_what_was_seen() -> None:
         21_500,
         21_500,
     )
+
+
+async def test_percent_and_eta_wait_until_every_collection_size_is_known() -> None:
+    """Promise: while a collection is not counted yet, or counted with no document seen to
+    size it, the totals are partial: no percent and no ETA (they would run ahead); once every
+    unfinished collection is sized, both appear. A restore knows its totals from the start."""
+    tracker = ProgressTracker("backup", None)
+    a = tracker.add_collection("db.a", 0, 0, known=False)
+    b = tracker.add_collection("db.b", 0, 0, known=False)
+    await tracker.advance(a, 10, 1000)
+    state = tracker.state
+    assert (state.totals_known, state.percent, state.eta) == (False, None, None)
+    await tracker.set_totals(a, 100)
+    await tracker.set_totals(b, 50)  # counted, but no document of b seen: no byte size yet
+    assert state.totals_known is False and state.percent is None
+    await tracker.advance(b, 5, 100)
+    state.elapsed = 1.0
+    assert state.totals_known is True
+    assert state.percent == pytest.approx(100 * 1100 / (10_000 + 1000))
+    assert state.eta is not None
+    await tracker.finish(a)
+    await tracker.finish(b)
+    assert (state.totals_known, state.percent) == (True, 100.0)
+
+    restore = ProgressTracker("restore", None)
+    restore.add_collection("db.a", 100, 10_000)
+    assert restore.state.totals_known is True and restore.state.percent == 0.0
