@@ -56,6 +56,7 @@ from .engine import (
     verify_backup,
 )
 from .engine.catalog import RootContents
+from .engine.drill import DrillOptions, run_drill
 from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
 from .engine.failpoints import failpoint
 from .engine.lock import LockInfo, new_run_id, read_lock
@@ -181,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the source is a plain `mongodump --out` directory (no manifest: it cannot be verified)",
     )
+    storage_flags(p)
+
+    p = sub.add_parser(
+        "drill",
+        help="prove a backup restores: restore it into scratch databases, verify, drop them",
+        description="Restore the backup into scratch databases (each database DB of the backup as "
+        "PREFIX + DB), check every collection against the manifest (count and digest), then drop "
+        "exactly the collections it restored. A scratch collection that exists and is not empty "
+        "is refused before anything is written (exit 3); a damaged backup fails (exit 4) and "
+        "leaves nothing behind.",
+    )
+    uri_flag(p)
+    p.add_argument("--from", dest="source", required=True, metavar="URL")
+    p.add_argument("--prefix", default="drill_", help="scratch database prefix (default drill_)")
+    p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
     storage_flags(p)
 
     p = sub.add_parser("verify", help="check a stored backup against its manifest (no database needed)")
@@ -340,6 +358,28 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
     lines += [
         f"  {c.source} -> {c.target} ({c.method}, {c.documents:,} documents)" for c in result.collections
     ]
+    lines += [f"  note: {note}" for note in result.notes]
+    _say(args, "\n".join(lines))
+    return dict(_jsonable(result))
+
+
+async def cmd_drill(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    options = DrillOptions(
+        prefix=args.prefix,
+        include=tuple(args.ns_include),
+        exclude=tuple(args.ns_exclude),
+        parallel=args.parallel,
+    )
+    async with _connected(args, args.source) as (client, storage):
+        result = await run_drill(client, storage, options, display)
+    display.close()
+    lines = [
+        f"drill passed: {result.location}",
+        f"  {result.verified}/{result.collections} collections, {result.documents:,} documents restored "
+        f"into {options.prefix}* and verified against the backup, {human_seconds(result.duration)}",
+    ]
+    if result.left:
+        lines.append("  scratch collections that could not be dropped: " + ", ".join(result.left))
     lines += [f"  note: {note}" for note in result.notes]
     _say(args, "\n".join(lines))
     return dict(_jsonable(result))
@@ -592,6 +632,7 @@ _ASYNC_COMMANDS: dict[
     "backup": cmd_backup,
     "restore": cmd_restore,
     "verify": cmd_verify,
+    "drill": cmd_drill,
     "ls": cmd_ls,
     "prune": cmd_prune,
 }

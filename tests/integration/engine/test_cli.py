@@ -123,3 +123,28 @@ def test_uri_from_the_environment(mongo_uri: str, loaded: str, backup_root: Path
         "backup", "--to", str(backup_root / "c"), env={k: v for k, v in env.items() if k != "MONGODB_URI"}
     )
     assert no_uri.returncode == 2 and "no MongoDB URI" in no_uri.stderr
+
+
+def test_drill_proves_a_backup_restores_and_fails_on_a_damaged_one(
+    mongo_uri: str, loaded: str, backup_root: Path
+) -> None:
+    url = f"file://{backup_root}/nightly"
+    assert cli("backup", "--uri", mongo_uri, "--to", url, "--ns-include", f"{loaded}.*").returncode == 0
+    drilled = cli("--json", "drill", "--uri", mongo_uri, "--from", url, "--prefix", "d1_")
+    assert drilled.returncode == 0, drilled.stderr
+    result = json.loads(drilled.stdout)["result"]
+    assert (result["verified"], result["collections"], result["documents"]) == (1, 1, 1234)
+    assert result["scratch"] == [f"d1_{loaded}.orders"] and result["left"] == []
+    with MongoClient(mongo_uri) as client:
+        assert client[f"d1_{loaded}"].list_collection_names() == []
+
+    data = next((backup_root / "nightly" / loaded).glob("orders.bson*"))
+    damaged = bytearray(data.read_bytes())
+    damaged[-20] ^= 0xFF
+    data.write_bytes(bytes(damaged))
+    failed = cli("drill", "--uri", mongo_uri, "--from", url, "--prefix", "d2_")
+    assert failed.returncode == 4, failed.stderr  # integrity
+    assert failed.stderr.startswith("mongo-backup drill: ") and "orders" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    with MongoClient(mongo_uri) as client:
+        assert client[f"d2_{loaded}"].list_collection_names() == []
