@@ -11,6 +11,7 @@ interrupt (Ctrl-C) or let go: the CLI exactly as a user or a cron job runs it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,8 @@ class CliRun:
             self.proc.kill()
             out, err = self.proc.communicate()
             raise AssertionError(f"the run did not end within {timeout:.0f} s: {err}") from None
+        finally:
+            shutil.rmtree(self.marker_dir, ignore_errors=True)  # the run is over: no marker matters
         return CliResult(self.proc.returncode, out, err)
 
 
@@ -140,6 +143,7 @@ def cli_run(args: Sequence[str], **options: Any) -> Iterator[CliRun]:
     finally:
         if run.proc.poll() is None:
             run.kill()
+        shutil.rmtree(run.marker_dir, ignore_errors=True)
 
 
 def one_line_error(done: CliResult) -> str:
