@@ -46,15 +46,18 @@ class _ScheduleRuns:
     #: failed backups newer than the last success: name -> completion time
     failures_since: dict[str, float] = field(default_factory=dict)
 
+    # A failure at the very time of the last success counts: statuses give whole seconds, and
+    # an alert that may be one too early beats one that never comes.
+
     def succeeded(self, at: float) -> None:
         if self.last_success is None or at > self.last_success:
             self.last_success = at
-        self.failures_since = {n: t for n, t in self.failures_since.items() if t > self.last_success}
+        self.failures_since = {n: t for n, t in self.failures_since.items() if t >= self.last_success}
 
     def failed(self, name: str, at: float) -> None:
         if self.last_failure is None or at > self.last_failure:
             self.last_failure = at
-        if self.last_success is None or at > self.last_success:
+        if self.last_success is None or at >= self.last_success:
             self.failures_since[name] = at
 
 
@@ -146,6 +149,11 @@ class Metrics:
     def run(self, kind: RunKind, namespace: str, name: str, schedule: str | None) -> RunSeries:
         """The series of one MongoBackup/MongoRestore (`schedule`: its schedule label)."""
         return RunSeries(self, kind, namespace, name, schedule or "")
+
+    def knows_run(self, kind: RunKind, namespace: str, name: str) -> bool:
+        """Whether the object has series (recorded by a run, or read from its status)."""
+        with self._lock:
+            return (kind, namespace, name) in self._runs
 
     def forget_run(self, kind: RunKind, namespace: str, name: str) -> None:
         """The object is deleted: its own series go (the schedule's stay)."""
@@ -286,9 +294,7 @@ class RunSeries:
         """No attempt runs (before a retry, or the run was stopped with the status left as
         it was: the next operator takes it up). Creates no series of an object forgotten."""
         m = self.metrics
-        with m._lock:
-            tracked = (self.kind, self.namespace, self.name) in m._runs
-        if tracked:
+        if m.knows_run(self.kind, self.namespace, self.name):
             m.in_progress.labels(self.namespace, self.name, self.kind, self.schedule).set(0)
 
     def succeeded(

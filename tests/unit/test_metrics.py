@@ -96,6 +96,15 @@ def test_statuses_read_at_startup_in_any_order_give_the_same_schedule_series(met
     assert s.value("mongobackup_runs_total", name="b3", result="failed") == 0
 
 
+def test_a_failure_in_the_same_second_as_the_last_success_counts(metrics: Metrics) -> None:
+    """Statuses read at startup say whole seconds: which came first is unknown, so the alert
+    errs on the side of firing."""
+    metrics.run("backup", "prod", "b2", "nightly").failed(None, at=100, count=False)
+    metrics.run("backup", "prod", "b1", "nightly").succeeded(None, 5, 5, at=100, count=False)
+    s = scrape(metrics)
+    assert s.value("mongobackup_schedule_consecutive_failures", namespace="prod", schedule="nightly") == 1
+
+
 def test_deleting_an_object_removes_its_series_and_keeps_the_schedules(metrics: Metrics) -> None:
     run = metrics.run("backup", "prod", "nightly-1", "nightly")
     run.started()
@@ -181,3 +190,22 @@ def test_served_over_http(metrics: Metrics, served: str) -> None:
     s = scrape_url(served)
     assert s.value("mongobackup_documents", kind="restore", name="r1") == 7
     assert s.value("mongobackup_runs_total", kind="restore", name="r1", result="succeeded") == 1
+
+
+def test_run_serves_metrics_on_9090_by_default_and_0_turns_them_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mongo_backup.cli import build_parser
+
+    monkeypatch.delenv("MONGO_BACKUP_METRICS_PORT", raising=False)
+    assert build_parser().parse_args(["run"]).metrics_port == 9090
+    assert build_parser().parse_args(["run", "--metrics-port", "0"]).metrics_port == 0
+    monkeypatch.setenv("MONGO_BACKUP_METRICS_PORT", "9102")
+    assert build_parser().parse_args(["run"]).metrics_port == 9102
+
+
+@pytest.mark.parametrize("bad", ["-1", "65536", "http"])
+def test_a_bad_metrics_port_is_a_one_line_error(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mongo_backup.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--metrics-port", bad])
+    assert "--metrics-port" in capsys.readouterr().err

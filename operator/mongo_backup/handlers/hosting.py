@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import kopf
 from pydantic import BaseModel
 
 from ..api import RESOURCES, CustomResource, RunStatus, SpecError, parse_spec
+from ..metrics import SCHEDULE_LABEL, Metrics, RunKind, RunSeries
 from ..runner import Failure, drive
 from ..runner.lifecycle import Job
 from ..runner.status import StatusWriter
@@ -41,14 +42,32 @@ async def run_daemon(
     status = dict(body.get("status") or {})
     resource = _resource(plural)
     assert issubclass(resource.status_model, RunStatus)
-    writer = StatusWriter(link, resource.status_model, _run_word(resource), status, meta.get("generation"))
+    series = series_of(runtime.metrics, plural, meta)
+    writer = StatusWriter(
+        link, resource.status_model, _run_word(resource), status, meta.get("generation"), series
+    )
     try:
         spec = parse_spec(spec_model, body)
     except SpecError as exc:  # a spec that can never run: Failed without an attempt
         await writer.mark_failed(Failure("InvalidSpec", str(exc)), None)
         return
     job = make_job(link, spec, status, runtime)
-    await host(drive(job, writer, status, runtime.settings, runtime.slots), stopped, logger)
+    try:
+        await host(drive(job, writer, status, runtime.settings, runtime.slots), stopped, logger)
+    finally:  # stopped with its status left Running (the next operator takes it up): not running here
+        series.stopped()
+
+
+def series_of(metrics: Metrics, plural: str, meta: Mapping[str, Any]) -> RunSeries:
+    """The metrics series of one MongoBackup/MongoRestore (labelled with its schedule)."""
+    labels = meta.get("labels") or {}
+    return metrics.run(
+        run_kind(plural), str(meta.get("namespace")), str(meta.get("name")), labels.get(SCHEDULE_LABEL)
+    )
+
+
+def run_kind(plural: str) -> RunKind:
+    return "backup" if _run_word(_resource(plural)) == "backup" else "restore"
 
 
 def _resource(plural: str) -> CustomResource:

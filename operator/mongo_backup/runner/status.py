@@ -7,7 +7,11 @@ value of the wrong type; every text in it, and in every Event, is redacted.
 
 The phases: Pending (waiting for an input or a slot, or before a retry; the Ready or Running
 condition says why), Running (with progress), then Completed or Failed, which are final.
-(`mark_cancelled` comes with runs hosted in Kubernetes Jobs.)"""
+(`mark_cancelled` comes with runs hosted in Kubernetes Jobs.)
+
+The writer also records each step in the object's metrics series (when it is given one): the
+final phase is decided here and nowhere else, with the very figures the status gets, so a
+scrape can never disagree with the status."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..api import RunStatus, status_patch
+from ..metrics import RunSeries
 from ..redact import redact
 from .cluster import EventType, ObjectLink
 from .conditions import ConditionStatus, now_iso, set_condition
@@ -52,8 +57,11 @@ class StatusWriter:
         kind: str,
         status: Mapping[str, Any],
         generation: int | None,
+        series: RunSeries | None = None,
     ) -> None:
         self.link = link
+        #: the object's metrics (None: not recorded)
+        self.series = series
         self.model = model
         self.kind = kind
         self.generation = generation
@@ -74,6 +82,8 @@ class StatusWriter:
         message = f"{failure.message}; retrying in {delay:g}s"
         self._condition("Running", "False", failure.reason, message)
         self._event("Warning", failure.reason, message)
+        if self.series is not None:
+            self.series.stopped()
         await self._patch({"phase": "Pending", "error": message})
 
     async def mark_running(self, attempt: int, *, resumed: bool = False) -> None:
@@ -81,6 +91,8 @@ class StatusWriter:
         self._condition("Running", "True", "Attempt", f"attempt {attempt} started")
         note = ", taking up a lost attempt" if resumed else ""
         self._event("Normal", "Started", f"{self.kind} started (attempt {attempt}{note})")
+        if self.series is not None:
+            self.series.started()
         await self._patch(
             {"phase": "Running", "attempts": attempt, "startedAt": _iso(datetime.now(UTC))},
             clear=["error", "progress"],
@@ -107,15 +119,18 @@ class StatusWriter:
         self._condition("Completed", "True", "Completed", outcome.event_message)
         self._outcome_conditions(outcome)
         self._event("Normal", "Completed", outcome.event_message)
+        fields = self._outcome_fields(outcome)
         await self._patch(
             {
-                **self._outcome_fields(outcome),
+                **fields,
                 "phase": "Completed",
                 "completedAt": now_iso(),
                 "duration": human_duration(elapsed),
             },
             clear=["error"],
         )
+        if self.series is not None:
+            self.series.succeeded(elapsed, fields.get("storedBytes"), fields.get("documents"))
 
     async def mark_failed(
         self, failure: Failure, elapsed: float | None, outcome: Outcome | None = None
@@ -134,6 +149,8 @@ class StatusWriter:
             fields["duration"] = human_duration(elapsed)
         self._event("Warning", "Failed", f"{self.kind} failed: {failure.reason}: {failure.message}")
         await self._patch(fields)
+        if self.series is not None:
+            self.series.failed(elapsed)
 
     # Inside.
 
