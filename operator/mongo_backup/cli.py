@@ -551,19 +551,23 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .handlers.main import run_operator
+    from .metrics import MetricsUnavailable
 
     namespaces = list(args.namespace)
     if not namespaces and not args.all_namespaces:
         namespaces = [
             n.strip() for n in os.environ.get("MONGO_BACKUP_NAMESPACES", "").split(",") if n.strip()
         ]
-    run_operator(
-        namespaces=namespaces or None,
-        log_format=args.log_format,
-        max_concurrent_runs=args.max_concurrent_runs,
-        liveness_endpoint=args.liveness or None,
-        metrics_port=args.metrics_port or None,
-    )
+    try:
+        run_operator(
+            namespaces=namespaces or None,
+            log_format=args.log_format,
+            max_concurrent_runs=args.max_concurrent_runs,
+            liveness_endpoint=args.liveness or None,
+            metrics_port=args.metrics_port or None,
+        )
+    except MetricsUnavailable as exc:
+        raise UsageError(f"--metrics-port: {exc} (choose another port, or 0 to serve no metrics)") from None
     return EXIT_OK
 
 

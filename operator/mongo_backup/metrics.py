@@ -22,7 +22,15 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.exposition import generate_latest
 
-__all__ = ["PREFIX", "SCHEDULE_LABEL", "Metrics", "MetricsServer", "RunKind", "RunSeries"]
+__all__ = [
+    "PREFIX",
+    "SCHEDULE_LABEL",
+    "Metrics",
+    "MetricsServer",
+    "MetricsUnavailable",
+    "RunKind",
+    "RunSeries",
+]
 
 #: the label a MongoBackupSchedule puts on the MongoBackups it creates (empty/absent: hand-made)
 SCHEDULE_LABEL = "mongobackup.io/schedule"
@@ -34,6 +42,10 @@ RESULTS: tuple[Result, ...] = ("succeeded", "failed")
 
 RUN_LABELS = ("namespace", "name", "kind", "schedule")
 SCHEDULE_LABELS = ("namespace", "schedule")
+
+
+class MetricsUnavailable(Exception):
+    """The metrics port cannot be listened on (in use, not permitted)."""
 
 
 @dataclass
@@ -249,7 +261,12 @@ class Metrics:
     def serve(self, port: int, address: str = "0.0.0.0") -> MetricsServer:
         """Serve GET /metrics on `port` (0: a free one) from a thread of its own: scrapes
         never wait for (nor hold up) the operator's event loop."""
-        server, thread = start_http_server(port, address, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, address, registry=self.registry)
+        except OSError as exc:
+            raise MetricsUnavailable(
+                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}"
+            ) from None
         return MetricsServer(server, thread)
 
     # Inside (RunSeries calls these).

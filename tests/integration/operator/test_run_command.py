@@ -75,3 +75,23 @@ def test_run_command_reconciles_with_json_logs(
     records = [json.loads(line) for line in lines]  # every line is JSON
     assert records and all("message" in r for r in records)
     assert any(r.get("object", {}).get("name") == "by-cli" for r in records)
+
+
+def test_a_metrics_port_in_use_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "KUBECONFIG": str(tmp_path / "none"), "MONGO_BACKUP_NAMESPACES": "default"}
+        done = subprocess.run(
+            [sys.executable, "-m", "mongo_backup.cli", "run", "--liveness", "", "--metrics-port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"mongo-backup run: --metrics-port: cannot serve metrics on 0.0.0.0:{port}: "), (
+        line
+    )
