@@ -1,10 +1,13 @@
 """The operator's /metrics endpoint over HTTP, against what happened: a completed backup, a
 failed one and a restore, each scraped and compared with the object's status; the series of
-deleted objects go, the schedule's stay; a restarted operator knows the finished ones again."""
+deleted objects go, the schedule's stay; a restarted operator knows the finished ones again;
+a run paused mid-way is in progress, and deleting it then leaves no series behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -14,6 +17,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
+from mongo_backup.engine.failpoints import armed
 from mongo_backup.metrics import SCHEDULE_LABEL
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
@@ -150,3 +154,42 @@ def test_scraped_values_match_what_happened(
         )
         assert s.value("mongobackup_runs_total", name="nightly-2", result="failed") == 0
         assert s.value("mongobackup_schedule_consecutive_failures", **SCHEDULE) == 1
+
+
+def test_a_running_backup_is_in_progress_and_deleting_it_leaves_no_series(
+    kube: KubeEmulator,
+    operator: OperatorThread,
+    mongo_secret: str,
+    sync_mongo: MongoClient[Any],
+    dbname: str,
+    tmp_path: Path,
+) -> None:
+    sync_mongo[dbname]["things"].insert_many([{"n": i} for i in range(20)])
+    reached, release = threading.Event(), threading.Event()
+
+    async def hold(context: dict[str, Any]) -> None:
+        reached.set()
+        await asyncio.to_thread(release.wait, 60)
+
+    obj = {"name": "paused", "kind": "backup", "schedule": "nightly"}
+    try:
+        with armed("backup.locked", hold):
+            kube.apply(scheduled(backup_object("paused", str(tmp_path), [f"{dbname}.*"]), "nightly"))
+            assert reached.wait(60), "the backup never took its lock"
+            s = scrape_url(operator.metrics_url)
+            assert s.value("mongobackup_runs_in_progress", **obj) == 1
+            assert s.value("mongobackup_runs_total", **obj, result="succeeded") is None
+            assert s.value("mongobackup_last_success_timestamp_seconds", **obj) is None
+
+            kube.api("DELETE", path_of("mongobackups", "paused"))
+            gone(kube, "mongobackups", "paused")
+            scrape_until(
+                operator.metrics_url,
+                lambda s: not s.names_with(name="paused"),
+                "the series of 'paused' to go",
+            )
+    finally:
+        release.set()
+    # a stopped run is neither a success nor a failure of its schedule
+    s = scrape_url(operator.metrics_url)
+    assert s.value("mongobackup_schedule_consecutive_failures", **SCHEDULE) is None
