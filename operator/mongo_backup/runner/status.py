@@ -10,8 +10,9 @@ condition says why), Running (with progress), then Completed or Failed, which ar
 (`mark_cancelled` comes with runs hosted in Kubernetes Jobs.)
 
 The writer also records each step in the object's metrics series (when it is given one): the
-final phase is decided here and nowhere else, with the very figures the status gets, so a
-scrape can never disagree with the status."""
+final phase is decided here and nowhere else, with the very figures the status gets. A final
+phase is recorded just before its patch, so whoever sees it in the status finds it in a scrape
+too."""
 
 from __future__ import annotations
 
@@ -120,6 +121,8 @@ class StatusWriter:
         self._outcome_conditions(outcome)
         self._event("Normal", "Completed", outcome.event_message)
         fields = self._outcome_fields(outcome)
+        if self.series is not None:
+            self.series.succeeded(elapsed, fields.get("storedBytes"), fields.get("documents"))
         await self._patch(
             {
                 **fields,
@@ -129,8 +132,6 @@ class StatusWriter:
             },
             clear=["error"],
         )
-        if self.series is not None:
-            self.series.succeeded(elapsed, fields.get("storedBytes"), fields.get("documents"))
 
     async def mark_failed(
         self, failure: Failure, elapsed: float | None, outcome: Outcome | None = None
@@ -148,9 +149,9 @@ class StatusWriter:
         if elapsed is not None:
             fields["duration"] = human_duration(elapsed)
         self._event("Warning", "Failed", f"{self.kind} failed: {failure.reason}: {failure.message}")
-        await self._patch(fields)
         if self.series is not None:
             self.series.failed(elapsed)
+        await self._patch(fields)
 
     # Inside.
 
