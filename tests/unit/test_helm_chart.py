@@ -330,6 +330,9 @@ def test_default_install_serves_metrics_behind_a_service_and_nothing_more(chart:
     assert service["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert not [o for o in objects if o["apiVersion"] == MONITORING]
     assert of_kind(objects, "ConfigMap") == []
+    _, notes = render(chart)
+    assert f"service/{service['metadata']['name']}, port 9090, GET /metrics" in notes
+    assert "metrics.serviceMonitor.enabled=true" in notes
 
 
 def test_metrics_off_serve_nothing_and_install_nothing(chart: helm.Chart) -> None:
