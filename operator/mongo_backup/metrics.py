@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, start_http_server
 from prometheus_client.exposition import generate_latest
 
 __all__ = [
@@ -77,6 +77,10 @@ class Metrics:
     """Every metric of the operator, in its own registry."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # No `<counter>_created` series: one more series per object and result, and nothing
+        # our alerts or dashboard read (a process-wide switch of the library, which only this
+        # package uses in the operator's process).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.clock = clock
         self._lock = threading.Lock()

@@ -170,6 +170,13 @@ def test_forgetting_a_schedule_removes_every_series_of_it(metrics: Metrics) -> N
     assert s.value("mongobackup_schedule_interval_seconds", schedule="weekly") == 604800
 
 
+def test_counters_have_no_created_series(metrics: Metrics) -> None:
+    metrics.run("backup", "prod", "a", None).succeeded(1.0, 1, 1)
+    metrics.record_retention_deletions("prod", "nightly", 1)
+    metrics.record_drill("prod", "nightly", "a", succeeded=True, duration_seconds=1.0)
+    assert not [name for name, _, _ in scrape(metrics).samples if name.endswith("_created")]
+
+
 def test_two_metrics_objects_do_not_share_series(metrics: Metrics) -> None:
     other = Metrics()
     metrics.run("backup", "prod", "a", None).succeeded(1.0, 1, 1)
