@@ -45,7 +45,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # A numeric non-root UID/GID (the "nonroot" convention): runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
 WORKDIR /tmp
-# Kopf's liveness endpoint (see the Deployment's probes).
-EXPOSE 8080
+# Kopf's liveness endpoint (see the Deployment's probes) and Prometheus metrics (--metrics-port).
+EXPOSE 8080 9090
 ENTRYPOINT ["mongo-backup"]
 CMD ["run"]

@@ -74,6 +74,8 @@ from .storage import (
 from .terminal import ProgressDisplay, human_bytes, human_seconds
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: `mongo-backup run --metrics-port` (the chart's `metrics.port`)
+DEFAULT_METRICS_PORT = 9090
 
 log = logging.getLogger("mongo_backup.cli")
 
@@ -102,6 +104,13 @@ def positive_int(text: str) -> int:
 
 def count_arg(text: str) -> int:
     return _whole_number(text, 0, "0 or more")
+
+
+def port_number(text: str) -> int:
+    value = _whole_number(text, 0, "0 (off) or a TCP port")
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a TCP port up to 65535 (got {value})")
+    return value
 
 
 def time_zone_arg(text: str) -> tzinfo:
@@ -256,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint URL ('' to disable)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=port_number,
+        # a string default goes through `type` too: a bad variable is reported like a bad option
+        default=os.environ.get("MONGO_BACKUP_METRICS_PORT", str(DEFAULT_METRICS_PORT)),
+        help=f"serve Prometheus metrics on GET :PORT/metrics (default {DEFAULT_METRICS_PORT}; 0 = off)",
     )
 
     sub.add_parser("demo", help="run the operator end to end on embedded local servers")
@@ -575,18 +591,23 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .handlers.main import run_operator
+    from .metrics import MetricsUnavailable
 
     namespaces = list(args.namespace)
     if not namespaces and not args.all_namespaces:
         namespaces = [
             n.strip() for n in os.environ.get("MONGO_BACKUP_NAMESPACES", "").split(",") if n.strip()
         ]
-    run_operator(
-        namespaces=namespaces or None,
-        log_format=args.log_format,
-        max_concurrent_runs=args.max_concurrent_runs,
-        liveness_endpoint=args.liveness or None,
-    )
+    try:
+        run_operator(
+            namespaces=namespaces or None,
+            log_format=args.log_format,
+            max_concurrent_runs=args.max_concurrent_runs,
+            liveness_endpoint=args.liveness or None,
+            metrics_port=args.metrics_port or None,
+        )
+    except MetricsUnavailable as exc:
+        raise UsageError(f"--metrics-port: {exc} (choose another port, or 0 to serve no metrics)") from None
     return EXIT_OK
 
 

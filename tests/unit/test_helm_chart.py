@@ -3,6 +3,8 @@ valid Kubernetes, values do what they say, and it installs what the kustomize ba
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -12,8 +14,11 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
+
+from mongo_backup.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "mongo-backup-operator"
@@ -67,8 +72,14 @@ def kustomize_base() -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+#: the Prometheus Operator's kinds: no Kubernetes schema to validate them against (their own tests below)
+MONITORING = "monitoring.coreos.com/v1"
+
+
 def validate_all(objects: list[Obj]) -> None:
     for obj in objects:
+        if obj["apiVersion"] == MONITORING:
+            continue
         try:
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -91,6 +102,7 @@ def test_default_install_is_valid_kubernetes(chart: helm.Chart) -> None:
         "ClusterRole": 2,
         "ClusterRoleBinding": 2,
         "Deployment": 1,
+        "Service": 1,
     }
     validate_all(objects)
     assert "all namespaces" in notes
@@ -122,6 +134,10 @@ def test_values_schema_rejects_mistakes(chart: helm.Chart) -> None:
         {"image": {"pullPolicy": "Sometimes"}},
         {"replicaCount": 1},  # another chart's key name: unknown keys are refused
         {"replicas": 2},  # two operators without peering would both run every backup
+        {"metrics": {"serviceMonitor": {"enable": True}}},  # a typo of `enabled`
+        {"metrics": {"prometheusRule": {"consecutiveFailures": 0}}},
+        {"metrics": {"port": "9090"}},
+        {"metrics": {"serviceMonitor": {"interval": "one minute"}}},
     ):
         with pytest.raises(helm.HelmError):
             chart.validate_schema(bad)
@@ -218,9 +234,15 @@ def test_values_reach_the_deployment(chart: helm.Chart) -> None:
     assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert env["MONGO_BACKUP_LOG_FORMAT"] == "plain"
     assert env["MONGO_BACKUP_MAX_CONCURRENT_RUNS"] == "4"
-    assert container["args"] == ["run", "--liveness", "http://0.0.0.0:9090/healthz"]
+    assert container["args"] == [
+        *("run", "--liveness", "http://0.0.0.0:9090/healthz"),
+        *("--metrics-port", "9091"),
+    ]
     assert env["TZ"] == "UTC"
-    assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 9090, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9091, "protocol": "TCP"},
+    ]
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
     assert container["resources"] == values["resources"]
     assert {"name": "backups", "mountPath": "/backups"} in container["volumeMounts"]
@@ -242,10 +264,177 @@ def test_existing_service_account_and_no_rbac(chart: helm.Chart) -> None:
     objects, _ = render(
         chart, {"serviceAccount": {"create": False, "name": "platform-sa"}, "rbac": {"create": False}}
     )
-    assert sorted(o["kind"] for o in objects) == ["Deployment"]
+    assert sorted(o["kind"] for o in objects) == ["Deployment", "Service"]
     assert deployment_of(objects)["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
 
 
 def test_existing_service_account_needs_a_name(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmError, match=r"serviceAccount\.name is required"):
         render(chart, {"serviceAccount": {"create": False}})
+
+
+# Metrics: the Service always (unless metrics are off), the monitoring objects when asked.
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name metrics.py can expose (a counter's samples end in _total)."""
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
+#: Grafana's variables, replaced by values of their type before the PromQL is parsed
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": ".*"}
+
+
+def referenced_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects, from Prometheus' grammar (a parse error fails)."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    names: set[str] = set()
+    pending: list[Any] = [promql_parser.parse(expr)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+        elif isinstance(node, promql_parser.MatrixSelector):
+            pending.append(node.vector_selector)
+        elif isinstance(node, promql_parser.BinaryExpr):
+            pending += [node.lhs, node.rhs]
+        elif isinstance(node, promql_parser.AggregateExpr):
+            pending += [node.expr] + ([node.param] if node.param is not None else [])
+        elif isinstance(node, promql_parser.Call):
+            pending += list(node.args)
+        elif isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr | promql_parser.SubqueryExpr):
+            pending.append(node.expr)
+    return names
+
+
+def container_of(objects: list[Obj]) -> Obj:
+    (container,) = deployment_of(objects)["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_default_install_serves_metrics_behind_a_service_and_nothing_more(chart: helm.Chart) -> None:
+    objects, _ = render(chart)
+    container = container_of(objects)
+    assert container["args"][3:] == ["--metrics-port", "9090"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    (service,) = of_kind(objects, "Service")
+    pod_labels = deployment_of(objects)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert not [o for o in objects if o["apiVersion"] == MONITORING]
+    assert of_kind(objects, "ConfigMap") == []
+    _, notes = render(chart)
+    assert f"service/{service['metadata']['name']}, port 9090, GET /metrics" in notes
+    assert "metrics.serviceMonitor.enabled=true" in notes
+
+
+def test_metrics_off_serve_nothing_and_install_nothing(chart: helm.Chart) -> None:
+    objects, _ = render(
+        chart,
+        {
+            "metrics": {
+                "enabled": False,
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {"enabled": True},
+                "dashboard": {"enabled": True},
+            }
+        },
+    )
+    container = container_of(objects)
+    assert container["args"][3:] == ["--metrics-port", "0"]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert sorted({o["kind"] for o in objects}) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "ServiceAccount",
+    ]
+
+
+def test_metrics_port_must_differ_from_the_health_port(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmError, match=r"metrics\.port must differ from healthPort"):
+        render(chart, {"healthPort": 9090})
+
+
+def test_service_monitor_scrapes_the_metrics_service(chart: helm.Chart) -> None:
+    objects, _ = render(chart, namespaced_values())
+    (service,) = of_kind(objects, "Service")
+    (monitor,) = of_kind(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == MONITORING
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "1m", "scrapeTimeout": "10s"}
+    ]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+    assert service["metadata"]["annotations"] == {"example.com/team": "dba"}
+
+
+def test_prometheus_rule_alerts(chart: helm.Chart) -> None:
+    objects, _ = render(chart, namespaced_values())
+    (rule,) = of_kind(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert sorted(alerts) == ["MongoBackupDrillFailed", "MongoBackupFailedRepeatedly", "MongoBackupOverdue"]
+    overdue = alerts["MongoBackupOverdue"]["expr"]
+    assert "2 * " in overdue and "mongobackup_schedule_interval_seconds" in overdue
+    assert "mongobackup_schedule_last_success_timestamp_seconds" in overdue
+    assert alerts["MongoBackupFailedRepeatedly"]["expr"].endswith(">= 2")
+    assert alerts["MongoBackupOverdue"]["for"] == "10m"
+    for alert in alerts.values():
+        assert alert["labels"] == {"severity": "critical"}
+        # Prometheus' own templates reach Prometheus untouched by Helm
+        assert "{{ $labels.namespace }}/{{ $labels.schedule }}" in alert["annotations"]["summary"]
+        assert alert["annotations"]["description"]
+
+
+def test_alerts_and_dashboard_use_only_metrics_the_operator_exposes(chart: helm.Chart) -> None:
+    objects, _ = render(chart, namespaced_values())
+    exposed = exposed_metric_names()
+    (rule,) = of_kind(objects, "PrometheusRule")
+    for alert in rule["spec"]["groups"][0]["rules"]:
+        used = referenced_metric_names(alert["expr"])
+        assert used, alert["alert"]
+        assert used <= exposed, (
+            f"{alert['alert']} uses metrics the operator does not expose: {used - exposed}"
+        )
+    (configmap,) = of_kind(objects, "ConfigMap")
+    dashboard = json.loads(configmap["data"]["mongo-backup-operator.json"])
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    # label_values(METRIC, label) is Grafana's, not PromQL: its METRIC is checked as a selector
+    exprs += [
+        re.sub(r"^label_values\((.+), *\w+\)$", r"\1", v["definition"])
+        for v in dashboard["templating"]["list"]
+        if "definition" in v
+    ]
+    for expr in exprs:
+        used = referenced_metric_names(expr)
+        assert used and used <= exposed, f"{expr}: {used - exposed}"
+    # and the per-schedule series alerts rely on are all on the dashboard
+    on_dashboard = set().union(*(referenced_metric_names(e) for e in exprs))
+    assert {
+        "mongobackup_schedule_last_success_timestamp_seconds",
+        "mongobackup_schedule_consecutive_failures",
+        "mongobackup_drill_last_succeeded",
+    } <= on_dashboard
+
+
+def test_dashboard_configmap_carries_the_grafana_sidecar_label(chart: helm.Chart) -> None:
+    objects, _ = render(chart, namespaced_values())
+    (configmap,) = of_kind(objects, "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["namespace"] == RELEASE_NAMESPACE
+    dashboard = json.loads(configmap["data"]["mongo-backup-operator.json"])
+    assert dashboard["uid"] == "mongo-backup-operator"
+    assert (CHART / "dashboards" / "mongo-backup-operator.json").read_text().strip() == configmap["data"][
+        "mongo-backup-operator.json"
+    ].strip()

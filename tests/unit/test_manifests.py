@@ -55,6 +55,7 @@ def test_every_rendered_object_is_valid_kubernetes(rendered: list[Obj]) -> None:
         "ClusterRole": 2,
         "ClusterRoleBinding": 2,
         "Deployment": 1,
+        "Service": 1,
     }
     for obj in rendered:
         try:
@@ -78,7 +79,7 @@ def test_crd_copies_equal_the_generated_crds() -> None:
 def test_everything_lands_in_the_operator_namespace(rendered: list[Obj]) -> None:
     namespace = one(rendered, "Namespace")["metadata"]["name"]
     for obj in rendered:
-        if obj["kind"] in {"ServiceAccount", "Deployment"}:
+        if obj["kind"] in {"ServiceAccount", "Deployment", "Service"}:
             assert obj["metadata"]["namespace"] == namespace
     deployment = one(rendered, "Deployment")
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
@@ -114,12 +115,25 @@ def test_probes_hit_the_health_endpoint(rendered: list[Obj]) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
     # `mongo-backup run --liveness URL` serves Kopf's health endpoint where the probes look.
-    assert container["args"] == ["run", "--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["args"][:3] == ["run", "--liveness", "http://0.0.0.0:8080/healthz"]
     for probe in ("livenessProbe", "readinessProbe"):
         http = container[probe]["httpGet"]
         assert f"http://0.0.0.0:{ports[http['port']]}{http['path']}" == container["args"][2]
     assert env["MONGO_BACKUP_NAMESPACES"] == ""  # the base watches every namespace
     assert env["MONGO_BACKUP_LOG_FORMAT"] in {"json", "plain"}
+
+
+def test_the_metrics_service_reaches_the_operators_metrics_port(rendered: list[Obj]) -> None:
+    deployment = one(rendered, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["args"][3:] == ["--metrics-port", str(ports["metrics"])]
+    service = one(rendered, "Service")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": ports["metrics"], "targetPort": "metrics", "protocol": "TCP"}
+    ]
 
 
 def test_rbac_grants_nothing_broad(rendered: list[Obj]) -> None:

@@ -38,3 +38,15 @@ app.kubernetes.io/part-of: mongo-backup-operator
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{- /* The operator's --metrics-port: 0 when metrics are off; never the health port. */}}
+{{- define "mongo-backup-operator.metricsPort" -}}
+{{- if .Values.metrics.enabled }}
+{{- if eq (int .Values.metrics.port) (int .Values.healthPort) }}
+{{- fail "metrics.port must differ from healthPort" }}
+{{- end }}
+{{- .Values.metrics.port }}
+{{- else -}}
+0
+{{- end }}
+{{- end }}

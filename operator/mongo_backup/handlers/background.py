@@ -21,8 +21,11 @@ class OperatorThread:
         standalone: bool = True,
         priority: int | None = None,
         namespaces: Sequence[str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.runtime = Runtime(settings=settings, server=server)
+        #: 0 serves /metrics on a free port of 127.0.0.1 (see `metrics_url`); None: not served
+        self.metrics_port = metrics_port
         self.standalone = standalone
         self.priority = priority
         self.namespaces = list(namespaces) if namespaces else None
@@ -48,11 +51,21 @@ class OperatorThread:
                     priority=self.priority,
                     ready_flag=self._ready,
                     stop_flag=self._stop,
+                    metrics_port=self.metrics_port,
+                    metrics_address="127.0.0.1",
                 )
             )
         except BaseException as exc:  # reported by start(); a thread has no one else to tell
             self.error = exc
             self._ready.set()
+
+    @property
+    def metrics_url(self) -> str:
+        """Where the running operator serves its metrics (started with a `metrics_port`)."""
+        server = self.runtime.metrics_server
+        if server is None:
+            raise RuntimeError("the operator serves no metrics: start it with metrics_port=0")
+        return f"http://127.0.0.1:{server.port}/metrics"
 
     def stop(self, timeout: float = 60) -> None:
         self._stop.set()

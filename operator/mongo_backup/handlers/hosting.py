@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import kopf
@@ -27,6 +27,7 @@ from ..api import (
     SpecError,
     parse_spec,
 )
+from ..metrics import SCHEDULE_LABEL, Metrics, RunKind, RunSeries
 from ..runner import Failure, SecretUnavailable, Waiting, drive
 from ..runner.lifecycle import Job, Outcome
 from ..runner.status import StatusWriter
@@ -56,7 +57,10 @@ async def run_daemon(
     status = dict(body.get("status") or {})
     resource = _resource(plural)
     assert issubclass(resource.status_model, RunStatus)
-    writer = StatusWriter(link, resource.status_model, _run_word(resource), status, meta.get("generation"))
+    series = series_of(runtime.metrics, plural, meta)
+    writer = StatusWriter(
+        link, resource.status_model, _run_word(resource), status, meta.get("generation"), series
+    )
     try:
         spec = parse_spec(spec_model, body)
     except SpecError as exc:  # a spec that can never run: Failed without an attempt
@@ -81,6 +85,7 @@ async def run_daemon(
             logger.info("the cancel came too late: the %s was already %s", writer.kind, writer.phase)
     finally:
         runtime.cancels.pop(uid, None)
+        series.stopped()  # stopped with its status left Running (the next operator takes it up)
 
 
 def cancel_requested(meta: Any) -> bool:
@@ -107,6 +112,18 @@ async def _cancel_unstarted(job: Job, writer: StatusWriter, status: dict[str, An
 
 def _elapsed(writer: StatusWriter) -> float | None:
     return None if writer.started is None else time.monotonic() - writer.started
+
+
+def series_of(metrics: Metrics, plural: str, meta: Mapping[str, Any]) -> RunSeries:
+    """The metrics series of one MongoBackup/MongoRestore (labelled with its schedule)."""
+    labels = meta.get("labels") or {}
+    return metrics.run(
+        run_kind(plural), str(meta.get("namespace")), str(meta.get("name")), labels.get(SCHEDULE_LABEL)
+    )
+
+
+def run_kind(plural: str) -> RunKind:
+    return "backup" if _run_word(_resource(plural)) == "backup" else "restore"
 
 
 def _resource(plural: str) -> CustomResource:

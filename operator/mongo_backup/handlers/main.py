@@ -13,7 +13,7 @@ import kopf
 
 from ..redact import install_log_redaction
 from ..runner import RunnerSettings
-from . import backup, restore, settings  # noqa: F401 - importing registers the handlers
+from . import backup, metrics, restore, settings  # noqa: F401 - importing registers the handlers
 from .runtime import Runtime
 
 #: Kopf's per-object logger: its handler turns warnings into Kubernetes Events
@@ -40,8 +40,11 @@ async def operate(
     liveness_endpoint: str | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
     stop_flag: asyncio.Event | threading.Event | None = None,
+    metrics_port: int | None = None,
+    metrics_address: str = "0.0.0.0",
 ) -> None:
-    """Run the operator until `stop_flag` is set (or a signal arrives)."""
+    """Run the operator until `stop_flag` is set (or a signal arrives); with `metrics_port`
+    (0: any free port, see `runtime.metrics_server`), serve GET /metrics there meanwhile."""
     # Also here, not only in configure_logging: tests and the demo log their own way, and
     # secrets stay out of every record and Event all the same.
     install_log_redaction(KOPF_OBJECTS_LOGGER)
@@ -51,17 +54,24 @@ async def operate(
         # Watching named namespaces needs no listing of all namespaces (nor of CRDs): this
         # keeps a namespaced install's cluster-level permissions to Kopf's peering alone.
         kopf_settings.scanning.disabled = True
-    await kopf.operator(
-        settings=kopf_settings,
-        clusterwide=not namespaces,
-        namespaces=list(namespaces or ()),
-        standalone=standalone,
-        priority=priority,
-        liveness_endpoint=liveness_endpoint,
-        ready_flag=ready_flag,
-        stop_flag=stop_flag,
-        memo=memo,
-    )
+    if metrics_port is not None:
+        runtime.metrics_server = runtime.metrics.serve(metrics_port, metrics_address)
+    try:
+        await kopf.operator(
+            settings=kopf_settings,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces or ()),
+            standalone=standalone,
+            priority=priority,
+            liveness_endpoint=liveness_endpoint,
+            ready_flag=ready_flag,
+            stop_flag=stop_flag,
+            memo=memo,
+        )
+    finally:
+        if runtime.metrics_server is not None:
+            runtime.metrics_server.stop()
+            runtime.metrics_server = None
 
 
 def run_operator(
@@ -69,8 +79,17 @@ def run_operator(
     log_format: str,
     max_concurrent_runs: int,
     liveness_endpoint: str | None,
+    metrics_port: int | None = None,
 ) -> None:
-    """`mongo-backup run`: reconcile MongoBackup/MongoRestore in `namespaces` (all when empty)."""
+    """`mongo-backup run`: reconcile MongoBackup/MongoRestore in `namespaces` (all when empty);
+    serve /metrics on `metrics_port` (None: not served)."""
     configure_logging(log_format)
     runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs))
-    asyncio.run(operate(runtime, namespaces=namespaces or None, liveness_endpoint=liveness_endpoint))
+    asyncio.run(
+        operate(
+            runtime,
+            namespaces=namespaces or None,
+            liveness_endpoint=liveness_endpoint,
+            metrics_port=metrics_port,
+        )
+    )

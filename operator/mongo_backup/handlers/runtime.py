@@ -1,11 +1,12 @@
 """What the handlers share for the life of one operator process: runner settings, the run
-slots and the Kubernetes client. Kopf hands it to every handler as `memo.runtime`."""
+slots, the Kubernetes client and the metrics. Kopf hands it to every handler as `memo.runtime`."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 
+from ..metrics import Metrics, MetricsServer
 from ..runner import RunnerSettings, Slots
 from .kube import KubeApi
 
@@ -24,6 +25,11 @@ class Runtime:
         event = self.cancels.get(uid)
         if event is not None:
             event.set()
+
+    #: served on /metrics by `operate` when it is given a metrics port
+    metrics: Metrics = field(default_factory=Metrics)
+    #: the /metrics endpoint while `operate` serves one (its `port` is the one bound)
+    metrics_server: MetricsServer | None = None
 
     def start(self) -> None:
         if self.slots is None:

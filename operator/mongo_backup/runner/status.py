@@ -7,7 +7,12 @@ value of the wrong type; every text in it, and in every Event, is redacted.
 
 The phases: Pending (waiting for an input or a slot, or before a retry; the Ready or Running
 condition says why), Running (with progress), then Completed, Failed or Cancelled, which are
-final."""
+final.
+
+The writer also records each step in the object's metrics series (when it is given one): the
+final phase is decided here and nowhere else, with the very figures the status gets. A final
+phase is recorded just before its patch, so whoever sees it in the status finds it in a scrape
+too."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..api import RunStatus, status_patch
+from ..metrics import RunSeries
 from ..redact import redact
 from .cluster import EventType, ObjectLink
 from .conditions import ConditionStatus, now_iso, set_condition
@@ -53,8 +59,11 @@ class StatusWriter:
         kind: str,
         status: Mapping[str, Any],
         generation: int | None,
+        series: RunSeries | None = None,
     ) -> None:
         self.link = link
+        #: the object's metrics (None: not recorded)
+        self.series = series
         self.model = model
         self.kind = kind
         self.generation = generation
@@ -79,6 +88,8 @@ class StatusWriter:
         message = f"{failure.message}; retrying in {delay:g}s"
         self._condition("Running", "False", failure.reason, message)
         self._event("Warning", failure.reason, message)
+        if self.series is not None:
+            self.series.stopped()
         await self._patch({"phase": "Pending", "error": message})
 
     async def mark_running(self, attempt: int, *, resumed: bool = False) -> None:
@@ -87,6 +98,8 @@ class StatusWriter:
         self._condition("Running", "True", "Attempt", f"attempt {attempt} started")
         note = ", taking up a lost attempt" if resumed else ""
         self._event("Normal", "Started", f"{self.kind} started (attempt {attempt}{note})")
+        if self.series is not None:
+            self.series.started()
         await self._patch(
             {"phase": "Running", "attempts": attempt, "startedAt": _iso(datetime.now(UTC))},
             clear=["error", "progress"],
@@ -113,9 +126,12 @@ class StatusWriter:
         self._condition("Completed", "True", "Completed", outcome.event_message)
         self._outcome_conditions(outcome)
         self._event("Normal", "Completed", outcome.event_message)
+        fields = self._outcome_fields(outcome)
+        if self.series is not None:
+            self.series.succeeded(elapsed, fields.get("storedBytes"), fields.get("documents"))
         await self._patch(
             {
-                **self._outcome_fields(outcome),
+                **fields,
                 "phase": "Completed",
                 "completedAt": now_iso(),
                 "duration": human_duration(elapsed),
@@ -139,6 +155,8 @@ class StatusWriter:
         if elapsed is not None:
             fields["duration"] = human_duration(elapsed)
         self._event("Warning", "Failed", f"{self.kind} failed: {failure.reason}: {failure.message}")
+        if self.series is not None:
+            self.series.failed(elapsed)
         await self._patch(fields)
 
     async def mark_cancelled(self, left: str, elapsed: float | None) -> None:
@@ -152,6 +170,8 @@ class StatusWriter:
         if elapsed is not None:
             fields["duration"] = human_duration(elapsed)
         self._event("Normal", "Cancelled", message)
+        if self.series is not None:
+            self.series.cancelled(elapsed)
         await self._patch(fields, clear=["error"])
 
     # Inside.
