@@ -50,7 +50,7 @@ def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
 def test_every_rendered_object_is_valid_kubernetes(rendered: list[Obj]) -> None:
     assert Counter(o["kind"] for o in rendered) == {
         "Namespace": 1,
-        "CustomResourceDefinition": 2,
+        "CustomResourceDefinition": 3,
         "ServiceAccount": 1,
         "ClusterRole": 2,
         "ClusterRoleBinding": 2,
