@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from ..runner import RunnerSettings
 from .main import operate
-from .runtime import Runtime
+from .runtime import Runtime, utc_now
 
 
 class OperatorThread:
@@ -21,8 +22,9 @@ class OperatorThread:
         standalone: bool = True,
         priority: int | None = None,
         namespaces: Sequence[str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.runtime = Runtime(settings=settings, server=server)
+        self.runtime = Runtime(settings=settings, server=server, clock=clock)
         self.standalone = standalone
         self.priority = priority
         self.namespaces = list(namespaces) if namespaces else None

@@ -1,12 +1,18 @@
 """What the handlers share for the life of one operator process: runner settings, the run
-slots and the Kubernetes client. Kopf hands it to every handler as `memo.runtime`."""
+slots, the Kubernetes client and the schedules' clock. Kopf hands it to every handler as `memo.runtime`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from ..runner import RunnerSettings, Slots
 from .kube import KubeApi
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -16,6 +22,8 @@ class Runtime:
     server: str | None = None
     slots: Slots | None = None
     kube: KubeApi | None = None
+    #: what time it is for schedules (tests pass a clock they move forward)
+    clock: Callable[[], datetime] = utc_now
 
     def start(self) -> None:
         if self.slots is None:

@@ -1,0 +1,342 @@
+"""MongoBackupSchedule against the Kubernetes emulator, with a clock the test moves: backups
+appear at the cron times (and only then), missed runs follow CronJob's rules, the concurrency
+policies, suspend, immediate, and a clear error for a bad schedule or time zone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from mongo_backup.api import SCHEDULE_LABEL
+from mongo_backup.engine.failpoints import armed
+from mongo_backup.testing.kube import KubeEmulator
+from tests.integration.operator.harness import (
+    GROUP_VERSION,
+    NAMESPACE,
+    OperatorThread,
+    condition,
+    events_of,
+    get,
+    gone,
+    path_of,
+    phase_is,
+    wait_for,
+)
+from tests.support.clock import ManualClock
+
+SCHEDULES = "mongobackupschedules"
+BACKUPS = "mongobackups"
+
+
+def stamp(t: datetime) -> str:
+    return f"{t.astimezone(UTC):%Y%m%d%H%M%S}"
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def schedule_object(
+    name: str, path: Path, include: list[str], schedule: str = "@hourly", **spec: Any
+) -> dict[str, Any]:
+    template = {
+        "mongodb": {"uriSecretRef": {"name": "mongo", "key": "uri"}},
+        "storage": {"filesystem": {"path": str(path)}},
+        "namespaces": {"include": include},
+        **spec.pop("template", {}),
+    }
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "MongoBackupSchedule",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"schedule": schedule, "backupTemplate": template, **spec},
+    }
+
+
+def backups_of(kube: KubeEmulator, schedule: str) -> dict[str, dict[str, Any]]:
+    """The schedule's MongoBackups by name (selected by its label, as a user would)."""
+    items = kube.api("GET", f"/apis/{GROUP_VERSION}/namespaces/{NAMESPACE}/{BACKUPS}")["items"]
+    return {
+        o["metadata"]["name"]: o
+        for o in items
+        if (o["metadata"].get("labels") or {}).get(SCHEDULE_LABEL) == schedule
+    }
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll `check` until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_of(kube: KubeEmulator, name: str) -> dict[str, Any]:
+    obj = get(kube, SCHEDULES, name) or {}
+    return dict(obj.get("status") or {})
+
+
+def reasons(kube: KubeEmulator, name: str) -> list[str]:
+    return [e["reason"] for e in events_of(kube, name)]
+
+
+def event_messages(kube: KubeEmulator, name: str, reason: str) -> list[str]:
+    return [e["message"] for e in events_of(kube, name) if e["reason"] == reason]
+
+
+def completed(kube: KubeEmulator, name: str) -> dict[str, Any]:
+    done = wait_for(kube, BACKUPS, name, phase_is("Completed", "Failed"), what=f"{name} finished")
+    assert done["status"]["phase"] == "Completed", done["status"]
+    return done
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # an hour that starts after every object the test creates (stamped with the real time)
+    start = (datetime.now(UTC) + timedelta(minutes=10)).replace(minute=0, second=0, microsecond=0)
+    return ManualClock(start)
+
+
+@pytest.fixture
+def scheduler(kube: KubeEmulator, clock: ManualClock) -> Iterator[OperatorThread]:
+    with OperatorThread(kube.url, clock=clock) as running:
+        yield running
+
+
+@pytest.fixture
+def small_db(sync_mongo: MongoClient[Any], dbname: str) -> str:
+    sync_mongo[dbname]["items"].insert_many([{"n": i} for i in range(50)])
+    return dbname
+
+
+def test_a_schedule_creates_backups_at_its_times(
+    kube: KubeEmulator,
+    scheduler: OperatorThread,
+    clock: ManualClock,
+    mongo_secret: str,
+    small_db: str,
+    tmp_path: Path,
+) -> None:
+    start = clock()
+    kube.apply(schedule_object("nightly", tmp_path, [f"{small_db}.*"]))
+    first = start + timedelta(hours=1)
+    eventually(lambda: status_of(kube, "nightly").get("nextScheduleTime") == iso(first), "nextScheduleTime")
+    ready = condition(get(kube, SCHEDULES, "nightly") or {}, "Ready")
+    assert ready is not None and ready["status"] == "True"
+    clock.advance(minutes=59)
+    # nothing is due before the hour (the next evaluation says so and creates nothing)
+    eventually(lambda: status_of(kube, "nightly").get("active") == [], "an evaluation at 59 minutes")
+    assert backups_of(kube, "nightly") == {}
+
+    clock.set(first + timedelta(seconds=5))
+    name = f"nightly-{stamp(first)}"
+    eventually(lambda: name in backups_of(kube, "nightly"), f"{name} created")
+    backup = completed(kube, name)
+    schedule = get(kube, SCHEDULES, "nightly")
+    assert schedule is not None
+    assert backup["metadata"]["labels"][SCHEDULE_LABEL] == "nightly"
+    (owner,) = backup["metadata"]["ownerReferences"]
+    assert owner["kind"] == "MongoBackupSchedule" and owner["name"] == "nightly"
+    assert owner["uid"] == schedule["metadata"]["uid"] and owner["controller"] is True
+    assert backup["spec"] == schedule["spec"]["backupTemplate"]
+    assert (tmp_path / name / "manifest.json").is_file()
+
+    status = eventually(
+        lambda: (s := status_of(kube, "nightly")).get("lastSuccessfulBackup") and s, "lastSuccessfulBackup"
+    )
+    assert status["lastScheduleTime"] == iso(first)
+    assert status["nextScheduleTime"] == iso(first + timedelta(hours=1))
+    assert status["lastSuccessfulBackup"]["name"] == name
+    assert status["lastSuccessfulBackup"]["checksum"] == backup["status"]["checksum"]
+    assert status["kept"] == 1 and status["active"] == []
+    succeeded = condition(get(kube, SCHEDULES, "nightly") or {}, "LastBackupSucceeded")
+    assert succeeded is not None and succeeded["status"] == "True"
+    assert any(name in m for m in event_messages(kube, "nightly", "Created"))
+
+    second = first + timedelta(hours=1)
+    clock.set(second + timedelta(seconds=5))
+    completed(kube, f"nightly-{stamp(second)}")
+    assert sorted(backups_of(kube, "nightly")) == [name, f"nightly-{stamp(second)}"]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "expect_backup"),
+    [
+        pytest.param(None, True, id="no-deadline-one-catch-up"),
+        pytest.param(600, False, id="too-late-skipped"),
+    ],
+)
+def test_missed_runs_start_at_most_once(
+    kube: KubeEmulator,
+    scheduler: OperatorThread,
+    clock: ManualClock,
+    mongo_secret: str,
+    small_db: str,
+    tmp_path: Path,
+    deadline: int | None,
+    expect_backup: bool,
+) -> None:
+    """The operator was away for five hours (the clock jumps): at most the latest missed run
+    starts, and only within startingDeadlineSeconds."""
+    start = clock()
+    spec: dict[str, Any] = {} if deadline is None else {"startingDeadlineSeconds": deadline}
+    kube.apply(schedule_object("hourly", tmp_path, [f"{small_db}.*"], **spec))
+    eventually(lambda: status_of(kube, "hourly").get("nextScheduleTime"), "first evaluation")
+    clock.set(start + timedelta(hours=5, minutes=20))
+    latest = start + timedelta(hours=5)
+    missed = eventually(lambda: event_messages(kube, "hourly", "MissedSchedule"), "a MissedSchedule event")
+    if expect_backup:
+        assert "4 runs were missed" in missed[0] and iso(latest) in missed[0]
+        completed(kube, f"hourly-{stamp(latest)}")
+        assert list(backups_of(kube, "hourly")) == [f"hourly-{stamp(latest)}"]
+        assert status_of(kube, "hourly")["lastScheduleTime"] == iso(latest)
+    else:
+        assert f"the run due at {iso(latest)} was not started" in missed[0]
+        assert "startingDeadlineSeconds (600)" in missed[0]
+        # the next time comes round: that run starts
+        clock.set(start + timedelta(hours=6, seconds=30))
+        completed(kube, f"hourly-{stamp(start + timedelta(hours=6))}")
+        assert list(backups_of(kube, "hourly")) == [f"hourly-{stamp(start + timedelta(hours=6))}"]
+
+
+@pytest.fixture
+def paused_backups() -> Iterator[threading.Event]:
+    """Every backup run stops after taking its lock until the test sets the event."""
+    release = threading.Event()
+
+    async def hold(context: dict[str, Any]) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.02)
+
+    with armed("backup.locked", hold):
+        yield release
+    release.set()
+
+
+@pytest.mark.parametrize("policy", ["Forbid", "Replace", "Allow"])
+def test_concurrency_policies(
+    kube: KubeEmulator,
+    scheduler: OperatorThread,
+    clock: ManualClock,
+    mongo_secret: str,
+    small_db: str,
+    tmp_path: Path,
+    paused_backups: threading.Event,
+    policy: str,
+) -> None:
+    start = clock()
+    kube.apply(schedule_object("busy", tmp_path, [f"{small_db}.*"], concurrencyPolicy=policy, immediate=True))
+    first = f"busy-{stamp(start)}"
+    wait_for(kube, BACKUPS, first, phase_is("Running"), what="the immediate backup running")
+    eventually(lambda: status_of(kube, "busy").get("active") == [first], "active lists the running backup")
+    due = clock.advance(hours=1)
+    second = f"busy-{stamp(due)}"
+    if policy == "Forbid":
+        skipped = eventually(lambda: event_messages(kube, "busy", "Skipped"), "a Skipped event")
+        assert first in skipped[0] and "Forbid" in skipped[0]
+        assert list(backups_of(kube, "busy")) == [first]
+        paused_backups.set()
+        completed(kube, first)
+    elif policy == "Replace":
+        gone(kube, BACKUPS, first)
+        wait_for(kube, BACKUPS, second, phase_is("Running"), what="the new backup running")
+        # the replaced run stopped and deleted what it had written
+        assert not any(p.is_file() for p in (tmp_path / first).rglob("*"))
+        assert any(first in m for m in event_messages(kube, "busy", "Replaced"))
+        paused_backups.set()
+        completed(kube, second)
+        assert list(backups_of(kube, "busy")) == [second]
+    else:
+        wait_for(kube, BACKUPS, second, phase_is("Running"), what="the second backup running")
+        both = eventually(
+            lambda: sorted(status_of(kube, "busy").get("active") or []) == sorted([first, second]),
+            "both active",
+        )
+        assert both
+        paused_backups.set()
+        completed(kube, first)
+        completed(kube, second)
+
+
+def test_suspend_then_resume_catches_up_once(
+    kube: KubeEmulator,
+    scheduler: OperatorThread,
+    clock: ManualClock,
+    mongo_secret: str,
+    small_db: str,
+    tmp_path: Path,
+) -> None:
+    start = clock()
+    kube.apply(schedule_object("paused", tmp_path, [f"{small_db}.*"], suspend=True))
+    suspended = eventually(
+        lambda: (c := condition(get(kube, SCHEDULES, "paused") or {}, "Suspended")) and c["status"] == "True",
+        "Suspended True",
+    )
+    assert suspended
+    clock.set(start + timedelta(hours=2, minutes=30))
+    eventually(lambda: status_of(kube, "paused").get("active") == [], "an evaluation while suspended")
+    assert "nextScheduleTime" not in status_of(kube, "paused")
+    assert backups_of(kube, "paused") == {}
+    kube.api(
+        "PATCH",
+        path_of(SCHEDULES, "paused"),
+        {"spec": {"suspend": False}},
+        "application/merge-patch+json",
+    )
+    latest = start + timedelta(hours=2)
+    completed(kube, f"paused-{stamp(latest)}")
+    assert list(backups_of(kube, "paused")) == [f"paused-{stamp(latest)}"]
+    resumed = condition(get(kube, SCHEDULES, "paused") or {}, "Suspended")
+    assert resumed is not None and resumed["status"] == "False"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("schedule", "61 * * * *", "spec.schedule: invalid cron expression '61 * * * *'"),
+        ("timeZone", "Mars/Olympus", "spec.timeZone: unknown time zone 'Mars/Olympus'"),
+    ],
+)
+def test_a_bad_schedule_or_time_zone_is_a_clear_error(
+    kube: KubeEmulator,
+    scheduler: OperatorThread,
+    mongo_secret: str,
+    tmp_path: Path,
+    field: str,
+    value: str,
+    message: str,
+) -> None:
+    kube.apply(schedule_object("broken", tmp_path, ["shop.*"], **{field: value}))
+    ready = eventually(
+        lambda: (
+            (c := condition(get(kube, SCHEDULES, "broken") or {}, "Ready")) and c["status"] == "False" and c
+        ),
+        "Ready False",
+    )
+    assert ready["reason"] == "InvalidSpec" and message in ready["message"]
+    assert "\n" not in ready["message"]
+    warning = eventually(lambda: event_messages(kube, "broken", "InvalidSpec"), "an InvalidSpec event")
+    assert message in warning[0]
+    assert backups_of(kube, "broken") == {}
+    # fixed: the schedule works
+    kube.api(
+        "PATCH",
+        path_of(SCHEDULES, "broken"),
+        {"spec": {"schedule": "@daily", "timeZone": "Europe/Berlin"}},
+        "application/merge-patch+json",
+    )
+    eventually(
+        lambda: (c := condition(get(kube, SCHEDULES, "broken") or {}, "Ready")) and c["status"] == "True",
+        "Ready True after the fix",
+    )
