@@ -216,7 +216,8 @@ def paused_backups() -> Iterator[threading.Event]:
     release = threading.Event()
 
     async def hold(context: dict[str, Any]) -> None:
-        while not release.is_set():
+        # a threading.Event set by the test's thread: polled (asyncio.Event is per loop)
+        while not release.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     with armed("backup.locked", hold):
