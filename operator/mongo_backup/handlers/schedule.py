@@ -24,6 +24,7 @@ from ..api import (
     MONGO_BACKUP_SCHEDULE,
     MONGO_RESTORE,
     SCHEDULE_LABEL,
+    BackupReference,
     MongoBackupScheduleSpec,
     MongoBackupScheduleStatus,
     RetentionReport,
@@ -77,10 +78,14 @@ class _Memory:
     a moment later; this keeps two evaluations in that moment from acting twice)."""
 
     last_scheduled: datetime | None = None
+    #: when this process first evaluated the schedule
+    first_seen: datetime | None = None
     reported_too_late: datetime | None = None
     reported_error: str | None = None
     retention_done_for: frozenset[str] | None = None
     retention: RetentionReport | None = None
+    success: BackupReference | None = None
+    failure: BackupReference | None = None
     written: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,6 +135,8 @@ class _Evaluation:
 
     async def run(self, backups: list[ScheduledBackup], restores: list[dict[str, Any]]) -> float:
         now = self.runtime.clock()
+        if self.memory.first_seen is None:
+            self.memory.first_seen = now
         try:
             spec = parse_spec(MongoBackupScheduleSpec, self.body)
             cron = CronSchedule.parse(spec.schedule, spec.time_zone)
@@ -147,7 +154,7 @@ class _Evaluation:
         self.memory.last_scheduled = last
         await self._retention(spec, cron, backups, restores, now)
         upcoming = cron.next_after(now)
-        await self._write_status(spec, backups, last, upcoming)
+        await self._write_status(spec, status, backups, last, upcoming)
         return max(0.0, min(self.interval, (upcoming - now).total_seconds()))
 
     async def _schedule(
@@ -165,7 +172,7 @@ class _Evaluation:
         tick = evaluate(
             cron,
             last_scheduled=last,
-            created=_created(self.meta, now),
+            created=min(_created(self.meta, now), self.memory.first_seen or now),
             now=now,
             starting_deadline_seconds=spec.starting_deadline_seconds,
         )
@@ -287,6 +294,7 @@ class _Evaluation:
     async def _write_status(
         self,
         spec: MongoBackupScheduleSpec,
+        status: MongoBackupScheduleStatus,
         backups: list[ScheduledBackup],
         last: datetime | None,
         upcoming: datetime,
@@ -295,7 +303,11 @@ class _Evaluation:
         known = {b.name for b in remaining}
         fresh = [n for n in self.created if n not in known]
         running = active(remaining) + fresh
-        success, failure = last_success(remaining), last_failure(remaining)
+        # history: a backup retention deleted since is still the last success or failure
+        seen = live(backups)
+        success = _newer(self.memory.success or status.last_successful_backup, last_success(seen))
+        failure = _newer(self.memory.failure or status.last_failed_backup, last_failure(seen))
+        self.memory.success, self.memory.failure = success, failure
         conditions = self._conditions()
         generation = self.meta.get("generation")
         conditions = set_condition(
@@ -311,7 +323,8 @@ class _Evaluation:
         )
         newest = max(
             (r for r in (success, failure) if r is not None and r.time is not None),
-            key=lambda r: r.time or datetime.min.replace(tzinfo=UTC),
+            # completion times have whole seconds: on a tie the later name (scheduled time) wins
+            key=lambda r: (r.time or datetime.min.replace(tzinfo=UTC), r.name),
             default=None,
         )
         if newest is None:
@@ -331,7 +344,7 @@ class _Evaluation:
                 f"{newest.name} failed: {newest.message or 'see its status'}",
                 generation,
             )
-        status = MongoBackupScheduleStatus(
+        written = MongoBackupScheduleStatus(
             last_schedule_time=last,
             next_schedule_time=None if spec.suspend else upcoming,
             last_successful_backup=success,
@@ -341,7 +354,7 @@ class _Evaluation:
             retention=self.memory.retention,
             observed_generation=generation,
         )
-        patch = status_patch(status, clear=[] if not spec.suspend else ["next_schedule_time"])
+        patch = status_patch(written, clear=[] if not spec.suspend else ["next_schedule_time"])
         patch["conditions"] = conditions
         patch.setdefault("active", [])
         await self._patch(patch)
@@ -372,12 +385,23 @@ class _Evaluation:
         self.memory.written = patch
 
 
+def _newer(old: BackupReference | None, new: BackupReference | None) -> BackupReference | None:
+    if old is None or old.time is None:
+        return new or old
+    if new is None or new.time is None:
+        return old
+    return new if (new.time, new.name) >= (old.time, old.name) else old
+
+
 def _status_of(body: kopf.Body) -> dict[str, Any]:
     status: dict[str, Any] = plain(body.get("status") or {})
     return status
 
 
 def _created(meta: kopf.Meta, now: datetime) -> datetime:
+    """When the schedule was created. The daemon takes the earlier of this and the time it
+    first saw the schedule: with the API server's clock ahead of ours, a run due between the
+    two would otherwise be lost."""
     stamp = meta.get("creationTimestamp")
     if not stamp:
         return now

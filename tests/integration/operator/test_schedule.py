@@ -6,118 +6,38 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 from mongo_backup.api import SCHEDULE_LABEL
 from mongo_backup.engine.failpoints import armed
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
-    GROUP_VERSION,
-    NAMESPACE,
     OperatorThread,
     condition,
-    events_of,
     get,
     gone,
     path_of,
     phase_is,
     wait_for,
 )
+from tests.integration.operator.scheduling import (
+    BACKUPS,
+    SCHEDULES,
+    backups_of,
+    completed,
+    event_messages,
+    eventually,
+    iso,
+    schedule_object,
+    stamp,
+    status_of,
+)
 from tests.support.clock import ManualClock
-
-SCHEDULES = "mongobackupschedules"
-BACKUPS = "mongobackups"
-
-
-def stamp(t: datetime) -> str:
-    return f"{t.astimezone(UTC):%Y%m%d%H%M%S}"
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def schedule_object(
-    name: str, path: Path, include: list[str], schedule: str = "@hourly", **spec: Any
-) -> dict[str, Any]:
-    template = {
-        "mongodb": {"uriSecretRef": {"name": "mongo", "key": "uri"}},
-        "storage": {"filesystem": {"path": str(path)}},
-        "namespaces": {"include": include},
-        **spec.pop("template", {}),
-    }
-    return {
-        "apiVersion": GROUP_VERSION,
-        "kind": "MongoBackupSchedule",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"schedule": schedule, "backupTemplate": template, **spec},
-    }
-
-
-def backups_of(kube: KubeEmulator, schedule: str) -> dict[str, dict[str, Any]]:
-    """The schedule's MongoBackups by name (selected by its label, as a user would)."""
-    items = kube.api("GET", f"/apis/{GROUP_VERSION}/namespaces/{NAMESPACE}/{BACKUPS}")["items"]
-    return {
-        o["metadata"]["name"]: o
-        for o in items
-        if (o["metadata"].get("labels") or {}).get(SCHEDULE_LABEL) == schedule
-    }
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """Poll `check` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def status_of(kube: KubeEmulator, name: str) -> dict[str, Any]:
-    obj = get(kube, SCHEDULES, name) or {}
-    return dict(obj.get("status") or {})
-
-
-def reasons(kube: KubeEmulator, name: str) -> list[str]:
-    return [e["reason"] for e in events_of(kube, name)]
-
-
-def event_messages(kube: KubeEmulator, name: str, reason: str) -> list[str]:
-    return [e["message"] for e in events_of(kube, name) if e["reason"] == reason]
-
-
-def completed(kube: KubeEmulator, name: str) -> dict[str, Any]:
-    done = wait_for(kube, BACKUPS, name, phase_is("Completed", "Failed"), what=f"{name} finished")
-    assert done["status"]["phase"] == "Completed", done["status"]
-    return done
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    # an hour that starts after every object the test creates (stamped with the real time)
-    start = (datetime.now(UTC) + timedelta(minutes=10)).replace(minute=0, second=0, microsecond=0)
-    return ManualClock(start)
-
-
-@pytest.fixture
-def scheduler(kube: KubeEmulator, clock: ManualClock) -> Iterator[OperatorThread]:
-    with OperatorThread(kube.url, clock=clock) as running:
-        yield running
-
-
-@pytest.fixture
-def small_db(sync_mongo: MongoClient[Any], dbname: str) -> str:
-    sync_mongo[dbname]["items"].insert_many([{"n": i} for i in range(50)])
-    return dbname
 
 
 def test_a_schedule_creates_backups_at_its_times(
