@@ -234,7 +234,8 @@ MONGO_BACKUP_SCHEDULE = CustomResource(
             ".status.lastSuccessfulBackup.time",
             "When the newest Completed backup ended.",
         ),
-        PrinterColumn("Next", "date", ".status.nextScheduleTime", "When the next backup is due."),
+        # a string, not a date: kubectl shows dates as ages, and a future one as <invalid>
+        PrinterColumn("Next", "string", ".status.nextScheduleTime", "When the next backup is due (UTC)."),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
     ),
     immutable_spec=False,
