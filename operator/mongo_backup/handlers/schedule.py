@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import kubernetes
 
 from ..api import (
     API_GROUP,
@@ -28,6 +29,7 @@ from ..api import (
     MongoBackupScheduleSpec,
     MongoBackupScheduleStatus,
     RetentionReport,
+    RetentionSpec,
     SpecError,
     parse_spec,
     parse_status,
@@ -35,6 +37,7 @@ from ..api import (
 )
 from ..api.parse import plain
 from ..engine.errors import InvalidInput
+from ..redact import redact
 from ..runner.conditions import set_condition
 from ..runner.pruning import (
     ScheduledBackup,
@@ -82,7 +85,8 @@ class _Memory:
     first_seen: datetime | None = None
     reported_too_late: datetime | None = None
     reported_error: str | None = None
-    retention_done_for: frozenset[str] | None = None
+    #: the finished backups and the policy retention last ran for
+    retention_done_for: tuple[frozenset[str], RetentionSpec] | None = None
     retention: RetentionReport | None = None
     success: BackupReference | None = None
     failure: BackupReference | None = None
@@ -107,10 +111,16 @@ async def schedule(
     memory = _Memory()
     while not stopped:
         evaluation = _Evaluation(link, runtime, body, meta, memory, logger)
-        delay = await evaluation.run(
-            list(backups_index.get((link.namespace, link.name), [])),
-            list(restores_index.get(link.namespace, [])),
-        )
+        try:
+            delay = await evaluation.run(
+                list(backups_index.get((link.namespace, link.name), [])),
+                list(restores_index.get(link.namespace, [])),
+            )
+        except kubernetes.client.ApiException as exc:
+            # the API server refused or failed a request: look again at the next interval
+            # (a backup's name is its scheduled time, so a retried creation makes no second one)
+            logger.warning("schedule evaluation failed: HTTP %s %s", exc.status, redact(str(exc.reason)))
+            delay = runtime.settings.schedule_interval
         await stopped.wait(delay)
 
 
@@ -258,16 +268,20 @@ class _Evaluation:
         restores: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        """After every finished backup (the set of finished ones changed): delete what the
-        policy no longer keeps, or with dryRun only say what it would delete."""
+        """After every finished backup (the set of finished ones changed) and when the policy
+        changes: delete what the policy no longer keeps, or with dryRun only say what it would."""
         finished = finished_names(backups)
-        if spec.retention is None or not finished or finished == self.memory.retention_done_for:
+        if (
+            spec.retention is None
+            or not finished
+            or (finished, spec.retention) == self.memory.retention_done_for
+        ):
             return
         try:
             decisions = plan_retention(backups, spec.retention, cron.zone, readers(restores))
         except InvalidInput as exc:  # validated with the spec: only a bug gets here
             self.link.post_event("Warning", "RetentionFailed", str(exc))
-            self.memory.retention_done_for = finished
+            self.memory.retention_done_for = (finished, spec.retention)
             return
         doomed = [d for d in decisions if not d.keep]
         dry_run = spec.retention.dry_run
@@ -283,7 +297,7 @@ class _Evaluation:
                 deleted.add(decision.name)
             if deleted:
                 self.link.post_event("Normal", "Pruned", f"retention deleted: {_names_and_why(doomed)}")
-        self.memory.retention_done_for = finished - deleted
+        self.memory.retention_done_for = (finished - deleted, spec.retention)
         self.memory.retention = RetentionReport(
             time=now,
             dry_run=dry_run,

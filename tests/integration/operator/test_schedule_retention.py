@@ -118,7 +118,7 @@ def test_a_backup_a_restore_reads_is_kept(
     eventually(lambda: list(backups_of(kube, "held")) == [third], "only the newest left")
 
 
-def test_dry_run_only_reports(
+def test_dry_run_only_reports_until_switched_off(
     kube: KubeEmulator,
     scheduler: OperatorThread,
     clock: ManualClock,
@@ -140,6 +140,16 @@ def test_dry_run_only_reports(
     assert sorted(backups_of(kube, "careful")) == [first, second]
     would = eventually(lambda: event_messages(kube, "careful", "WouldPrune"), "a WouldPrune event")
     assert first in would[0]
+    # dryRun off: retention runs again at once (the policy changed), no new backup needed
+    kube.api(
+        "PATCH",
+        path_of(SCHEDULES, "careful"),
+        {"spec": {"retention": {"dryRun": False}}},
+        "application/merge-patch+json",
+    )
+    retention_done(kube, "careful", "deleted", [first])
+    gone(kube, BACKUPS, first)
+    assert list(backups_of(kube, "careful")) == [second]
 
 
 def test_the_only_completed_backup_is_never_deleted(
