@@ -5,6 +5,9 @@ policies, suspend, immediate, and a clear error for a bad schedule or time zone.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -84,10 +87,29 @@ def test_a_schedule_creates_backups_at_its_times(
     assert succeeded is not None and succeeded["status"] == "True"
     assert any(name in m for m in event_messages(kube, "nightly", "Created"))
 
+    # what `kubectl get mbs` shows (the real kubectl, the CRD's printer columns)
+    header, row = kubectl_get(kube, "mbs").splitlines()
+    assert header.split() == ["NAME", "SCHEDULE", "SUSPEND", "LAST", "SUCCESS", "NEXT", "AGE"]
+    # (SUSPEND is empty here: the emulator applies no CRD defaults; an API server shows false)
+    assert row.split()[:2] == ["nightly", "@hourly"] and iso(first + timedelta(hours=1)) in row
+
     second = first + timedelta(hours=1)
     clock.set(second + timedelta(seconds=5))
     completed(kube, f"nightly-{stamp(second)}")
     assert sorted(backups_of(kube, "nightly")) == [name, f"nightly-{stamp(second)}"]
+
+
+def kubectl_get(kube: KubeEmulator, *args: str) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "kubectl"), "--kubeconfig", str(kube.kubeconfig), "get", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "KUBECACHEDIR": str(kube.workdir / "kubectl-cache")},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 @pytest.mark.parametrize(
