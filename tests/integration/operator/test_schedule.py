@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -282,4 +282,41 @@ def test_a_bad_schedule_or_time_zone_is_a_clear_error(
     eventually(
         lambda: (c := condition(get(kube, SCHEDULES, "broken") or {}, "Ready")) and c["status"] == "True",
         "Ready True after the fix",
+    )
+
+
+def test_a_daily_run_in_berlin_across_both_dst_changes(
+    kube: KubeEmulator,
+    scheduler: OperatorThread,
+    clock: ManualClock,
+    mongo_secret: str,
+    small_db: str,
+    tmp_path: Path,
+) -> None:
+    """02:30 Europe/Berlin: on the night clocks spring forward it runs at the change (03:00
+    CEST = 01:00 UTC); on the night they fall back it runs once, at the first 02:30."""
+    clock.set(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
+    kube.apply(schedule_object("dst", tmp_path, [f"{small_db}.*"], "30 2 * * *", timeZone="Europe/Berlin"))
+    spring = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    eventually(lambda: status_of(kube, "dst").get("nextScheduleTime") == iso(spring), "next: the change")
+    clock.set(spring + timedelta(seconds=5))
+    completed(kube, f"dst-{stamp(spring)}")
+
+    first_fall_back = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST
+    clock.set(datetime(2026, 10, 24, 23, 0, tzinfo=UTC))
+    # months later: one catch-up run for the missed days, then the fall-back night
+    catch_up = f"dst-{stamp(datetime(2026, 10, 24, 0, 30, tzinfo=UTC))}"
+    completed(kube, catch_up)
+    clock.set(first_fall_back + timedelta(seconds=5))
+    completed(kube, f"dst-{stamp(first_fall_back)}")
+    # the second 02:30 (CET, 01:30 UTC) is not another run: next is the 26th, 02:30 CET
+    clock.set(datetime(2026, 10, 25, 1, 30, 5, tzinfo=UTC))
+    eventually(
+        lambda: (
+            status_of(kube, "dst").get("nextScheduleTime") == iso(datetime(2026, 10, 26, 1, 30, tzinfo=UTC))
+        ),
+        "next: the 26th",
+    )
+    assert sorted(backups_of(kube, "dst")) == sorted(
+        [f"dst-{stamp(spring)}", catch_up, f"dst-{stamp(first_fall_back)}"]
     )
