@@ -55,6 +55,8 @@ from .runtime import Runtime
 from .settings import runtime_of
 
 PLURAL = MONGO_BACKUP_SCHEDULE.plural
+#: Kubernetes' limit on a label value
+LABEL_VALUE_MAX = 63
 
 
 @kopf.index(API_GROUP, API_VERSION, MONGO_BACKUP.plural, labels={SCHEDULE_LABEL: kopf.PRESENT})
@@ -153,6 +155,12 @@ class _Evaluation:
         except (SpecError, InvalidInput) as exc:
             await self._invalid(str(exc))
             return self.interval
+        if len(self.link.name) > LABEL_VALUE_MAX:
+            await self._invalid(
+                f"metadata.name: at most {LABEL_VALUE_MAX} characters for a schedule (its name is the "
+                f"value of the label {SCHEDULE_LABEL} on its backups); got {len(self.link.name)}"
+            )
+            return self.interval
         self.memory.reported_error = None
         try:
             status = parse_status(MongoBackupScheduleStatus, self.body)
@@ -177,8 +185,9 @@ class _Evaluation:
     ) -> datetime | None:
         """Start what is due; returns the new lastScheduleTime."""
         if spec.immediate and last is None and not backups:
-            await self._start(spec, backups, now.replace(microsecond=0), "immediate")
-            return now
+            at = now.replace(microsecond=0)
+            await self._start(spec, backups, at, "immediate")
+            return at
         tick = evaluate(
             cron,
             last_scheduled=last,

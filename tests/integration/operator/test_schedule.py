@@ -320,3 +320,17 @@ def test_a_daily_run_in_berlin_across_both_dst_changes(
     assert sorted(backups_of(kube, "dst")) == sorted(
         [f"dst-{stamp(spring)}", catch_up, f"dst-{stamp(first_fall_back)}"]
     )
+
+
+def test_a_schedule_name_too_long_for_the_label_is_a_clear_error(
+    kube: KubeEmulator, scheduler: OperatorThread, mongo_secret: str, tmp_path: Path
+) -> None:
+    name = "s" * 64
+    kube.apply(schedule_object(name, tmp_path, ["shop.*"], immediate=True))
+    ready = eventually(
+        lambda: (c := condition(get(kube, SCHEDULES, name) or {}, "Ready")) and c["status"] == "False" and c,
+        "Ready False",
+    )
+    assert ready["reason"] == "InvalidSpec"
+    assert ready["message"].startswith("metadata.name: at most 63 characters")
+    assert backups_of(kube, name) == {}
