@@ -334,3 +334,26 @@ def test_a_schedule_name_too_long_for_the_label_is_a_clear_error(
     assert ready["reason"] == "InvalidSpec"
     assert ready["message"].startswith("metadata.name: at most 63 characters")
     assert backups_of(kube, name) == {}
+
+
+def test_runs_missed_while_the_operator_is_down_start_once_after_it_returns(
+    kube: KubeEmulator, clock: ManualClock, mongo_secret: str, small_db: str, tmp_path: Path
+) -> None:
+    """What the schedule knows survives in its status: a new operator process, hours later,
+    starts the latest missed run once, not one per missed hour."""
+    start = clock()
+    first = start + timedelta(hours=1)
+    with OperatorThread(kube.url, clock=clock):
+        kube.apply(schedule_object("durable", tmp_path, [f"{small_db}.*"]))
+        clock.set(first + timedelta(seconds=2))
+        completed(kube, f"durable-{stamp(first)}")
+        eventually(
+            lambda: status_of(kube, "durable").get("lastScheduleTime") == iso(first), "lastScheduleTime"
+        )
+    clock.set(start + timedelta(hours=4, minutes=10))  # down from 01:00 to 04:10
+    with OperatorThread(kube.url, clock=clock):
+        latest = start + timedelta(hours=4)
+        completed(kube, f"durable-{stamp(latest)}")
+        missed = eventually(lambda: event_messages(kube, "durable", "MissedSchedule"), "MissedSchedule")
+        assert "2 runs were missed" in missed[0]
+        assert sorted(backups_of(kube, "durable")) == [f"durable-{stamp(first)}", f"durable-{stamp(latest)}"]
