@@ -3,7 +3,8 @@
 An embedded MongoDB-compatible server (SecantusDB) with a sample `shop` database, the local
 Kubernetes API emulator with the CRDs generated from the API models, the operator running
 in-process, then examples/secret.yaml, examples/backup.yaml and examples/restore.yaml applied
-as a user would apply them to a cluster. It prints the objects as `kubectl get` and
+as a user would apply them to a cluster, and examples/schedule.yaml: its immediate backup, then
+the clock jumps to its next run and retention prunes. It prints the objects as `kubectl get` and
 `kubectl describe` show them (with the real kubectl when it is installed), and compares the
 restored data with the original. Everything lives under `.demo/` in the repository (or a
 temporary folder when run from an installed package)."""
@@ -17,9 +18,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,9 @@ from .runner import RunnerSettings
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 GROUP_VERSION = "mongobackup.io/v1alpha1"
-DEMO_SETTINGS = RunnerSettings(max_concurrent_runs=2, progress_interval=0.5, wait_interval=0.5)
+DEMO_SETTINGS = RunnerSettings(
+    max_concurrent_runs=2, progress_interval=0.5, wait_interval=0.5, schedule_interval=0.2
+)
 SAMPLE = {"customers": 1_000, "orders": 3_000, "products": 200}
 
 
@@ -111,6 +116,23 @@ def wait_until(
 
 def finished(obj: dict[str, Any]) -> bool:
     return (obj.get("status") or {}).get("phase") in ("Completed", "Failed")
+
+
+class JumpingClock:
+    """The real time, plus however far the demo has jumped (to show a schedule's next run
+    without waiting for it)."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self._offset
+
+    def jump_to(self, when: datetime) -> None:
+        with self._lock:
+            self._offset = when - datetime.now(UTC)
 
 
 def kubectl_binary() -> str | None:
@@ -208,7 +230,8 @@ def run_demo(root: Path | None = None) -> int:
         say(f"- embedded MongoDB-compatible server (SecantusDB) at {uri}: database shop, {SAMPLE}")
         crds = kube.load_crds()
         say(f"- Kubernetes API emulator at {kube.url}; CRDs {', '.join(crds)}; kubeconfig {kube.kubeconfig}")
-        with OperatorThread(kube.url, DEMO_SETTINGS):
+        clock = JumpingClock()
+        with OperatorThread(kube.url, DEMO_SETTINGS, clock=clock):
             say("- operator running in-process")
             secret = example("secret.yaml")
             secret["stringData"] = {"uri": uri}
@@ -229,6 +252,7 @@ def run_demo(root: Path | None = None) -> int:
             restore_name = example("restore.yaml")["metadata"]["name"]
             done_backup = wait_until(read("mongobackups", backup_name), finished)
             done_restore = wait_until(read("mongorestores", restore_name), finished)
+            schedule_ok = demo_schedule(kube, root, clock, read)
             time.sleep(0.3)  # let the last events land
 
         binary = kubectl_binary()
@@ -236,6 +260,9 @@ def run_demo(root: Path | None = None) -> int:
         if binary:
             say("$ kubectl get mbk,mrs -o wide")
             say(kubectl(binary, kube.kubeconfig, "get", "mbk,mrs", "-o", "wide"))
+            say()
+            say("$ kubectl get mbs")
+            say(kubectl(binary, kube.kubeconfig, "get", "mbs"))
         else:
             say("$ kubectl get mbk,mrs  (formatted by the demo: no kubectl found)")
             say(table([done_backup, done_restore]))
@@ -258,7 +285,46 @@ def run_demo(root: Path | None = None) -> int:
             done_backup["status"]["phase"] == "Completed"
             and done_restore["status"]["phase"] == "Completed"
             and identical
+            and schedule_ok
         )
         say(f"demo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
         say("On a cluster: install the operator (README), then kubectl apply -f examples/ as above.")
         return 0 if ok else 1
+
+
+def demo_schedule(
+    kube: Any,
+    root: Path,
+    clock: JumpingClock,
+    read: Callable[[str, str], Callable[[], dict[str, Any] | None]],
+) -> bool:
+    """examples/schedule.yaml: its immediate backup, then the clock jumps to the next run; with
+    keepLast 1 for the demo, retention then deletes the first backup (and its stored objects)."""
+    schedule = copy.deepcopy(example("schedule.yaml"))
+    name = schedule["metadata"]["name"]
+    schedule["spec"]["backupTemplate"]["storage"] = {"filesystem": {"path": str(root / "backups")}}
+    schedule["spec"]["retention"] = {"keepLast": 1}
+    kube.apply(schedule)
+    say(
+        f"- applied examples/schedule.yaml ({schedule['spec']['schedule']} {schedule['spec']['timeZone']}, "
+        "immediate; retention keepLast 1 for the demo)"
+    )
+    first = wait_until(
+        read("mongobackupschedules", name), lambda o: bool(_status(o).get("lastSuccessfulBackup"))
+    )
+    first_backup = _status(first)["lastSuccessfulBackup"]["name"]
+    say(f"  - immediate backup {first_backup} completed")
+    upcoming = datetime.fromisoformat(_status(first)["nextScheduleTime"].replace("Z", "+00:00"))
+    clock.jump_to(upcoming + timedelta(seconds=1))
+    say(f"  - the clock jumps to the next run, {_status(first)['nextScheduleTime']}")
+    pruned = wait_until(
+        read("mongobackupschedules", name),
+        lambda o: first_backup in ((_status(o).get("retention") or {}).get("deleted") or []),
+    )
+    status = _status(pruned)
+    say(f"  - backup {status['lastSuccessfulBackup']['name']} completed; retention deleted {first_backup}")
+    return bool(status["lastSuccessfulBackup"]["name"] != first_backup)
+
+
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict(obj.get("status") or {})

@@ -356,7 +356,11 @@ def test_the_kubernetes_client_reads_the_kubeconfig(kube: KubeEmulator) -> None:
     from kubernetes import client, config
 
     # loading the CRDs again (here from the models themselves) updates them in place
-    assert kube.load_crds() == ["mongobackups.mongobackup.io", "mongorestores.mongobackup.io"]
+    assert kube.load_crds() == [
+        "mongobackups.mongobackup.io",
+        "mongorestores.mongobackup.io",
+        "mongobackupschedules.mongobackup.io",
+    ]
     kube.apply(backup("via-client"))
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kube.kubeconfig)))
     listing = api.list_namespaced_custom_object(GROUP, VERSION, "default", "mongobackups")

@@ -10,6 +10,7 @@ requests must be covered by `mongo-backup-operator-cluster` alone."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ from tests.integration.operator.harness import (
     backup_object,
     gone,
     install_peering,
+    path_of,
     phase_is,
     restore_object,
     secret,
     wait_for,
     waiting_with,
 )
+from tests.integration.operator.scheduling import backups_of, completed, schedule_object, stamp
+from tests.support.clock import ManualClock
 
 RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
 TESTING_AGENT = "mongo-backup-testing"
@@ -67,8 +71,9 @@ def operator_requests(kube: KubeEmulator) -> list[ApiRequest]:
     return [r for r in kube.requests if r.user_agent != TESTING_AGENT]
 
 
-def run_flows(kube: KubeEmulator, mongo_uri: str, dbname: str, path: Path) -> None:
-    """What an operator does in a day: wait for a Secret, back up, restore, delete a backup."""
+def run_flows(kube: KubeEmulator, mongo_uri: str, dbname: str, path: Path, clock: ManualClock) -> None:
+    """What an operator does in a day: wait for a Secret, back up, restore, delete a backup,
+    and a schedule's day: an immediate backup, the next one an hour later, retention."""
     kube.apply(
         backup_object("daily", str(path), [f"{dbname}.*"], secret_name="late", deletionPolicy="Delete")
     )
@@ -87,6 +92,20 @@ def run_flows(kube: KubeEmulator, mongo_uri: str, dbname: str, path: Path) -> No
     kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongobackups/daily")
     gone(kube, "mongobackups", "daily")
 
+    start = clock()
+    kube.apply(schedule_object("hourly", path, [f"{dbname}.*"], immediate=True, retention={"keepLast": 1}))
+    first = f"hourly-{stamp(start)}"
+    completed(kube, first)
+    clock.set(start + timedelta(hours=1, seconds=1))
+    completed(kube, f"hourly-{stamp(start + timedelta(hours=1))}")
+    gone(kube, "mongobackups", first)  # retention deleted it
+    kube.api("DELETE", path_of("mongobackupschedules", "hourly"))
+    gone(kube, "mongobackupschedules", "hourly")
+    # the emulator has no garbage collector: delete what Kubernetes would with its owner
+    for name in backups_of(kube, "hourly"):
+        kube.api("DELETE", path_of("mongobackups", name))
+        gone(kube, "mongobackups", name)
+
 
 def test_operator_requests_match_the_cluster_roles_exactly(
     peered_kube: KubeEmulator, mongo_uri: str, dbname: str, tmp_path: Path
@@ -99,14 +118,16 @@ def test_operator_requests_match_the_cluster_roles_exactly(
     finally:
         client.close()
 
-    with OperatorThread(kube.url, standalone=False, priority=100):
-        run_flows(kube, mongo_uri, dbname, tmp_path / "clusterwide")
+    clock = ManualClock()
+    with OperatorThread(kube.url, standalone=False, priority=100, clock=clock):
+        run_flows(kube, mongo_uri, dbname, tmp_path / "clusterwide", clock)
     clusterwide = operator_requests(kube)
     kube.requests.clear()
-    with OperatorThread(kube.url, standalone=False, priority=100, namespaces=["default"]):
+    clock = ManualClock()
+    with OperatorThread(kube.url, standalone=False, priority=100, namespaces=["default"], clock=clock):
         kube.api("DELETE", "/api/v1/namespaces/default/secrets/late")
         kube.api("DELETE", "/apis/mongobackup.io/v1alpha1/namespaces/default/mongorestores/back")
-        run_flows(kube, mongo_uri, dbname + "n", tmp_path / "namespaced")
+        run_flows(kube, mongo_uri, dbname + "n", tmp_path / "namespaced", clock)
     namespaced = operator_requests(kube)
 
     roles = cluster_roles()

@@ -14,7 +14,11 @@ from mongo_backup.api.crdgen import HEADER, generate_crds, render_crds, write_cr
 
 CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 CRDS = generate_crds()
-FILES = ["mongobackup.io_mongobackups.yaml", "mongobackup.io_mongorestores.yaml"]
+FILES = [
+    "mongobackup.io_mongobackups.yaml",
+    "mongobackup.io_mongorestores.yaml",
+    "mongobackup.io_mongobackupschedules.yaml",
+]
 
 
 def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +37,7 @@ def nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[st
 
 
 def test_the_committed_crds_are_what_the_models_generate() -> None:
-    assert sorted(p.name for p in CRDS_DIR.glob("*.yaml")) == FILES
+    assert sorted(p.name for p in CRDS_DIR.glob("*.yaml")) == sorted(FILES)
     for name, text in render_crds().items():
         committed = (CRDS_DIR / name).read_text(encoding="utf-8")
         assert committed == text, f"crds/{name} differs from the models in mongo_backup.api: run `make crds`"
@@ -46,7 +50,7 @@ def test_rendering_is_deterministic_and_marked_generated(tmp_path: Path) -> None
         assert text.startswith(HEADER) and "do not edit" in HEADER
         assert "&id" not in text  # no YAML anchors: each CRD reads on its own
     written = write_crds(tmp_path / "out")
-    assert sorted(p.name for p in written) == FILES
+    assert sorted(p.name for p in written) == sorted(FILES)
     assert {p.name: p.read_text(encoding="utf-8") for p in written} == first
 
 
@@ -85,7 +89,10 @@ def test_the_schema_is_structural(name: str) -> None:
 def test_printer_columns_point_at_fields_of_the_schema(name: str) -> None:
     version = CRDS[name]["spec"]["versions"][0]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert {"Phase", "Size", "Documents", "Age"} <= set(columns)
+    if "schedules" in name:
+        assert list(columns) == ["Schedule", "Suspend", "Last Success", "Next", "Age"]
+    else:
+        assert {"Phase", "Size", "Documents", "Age"} <= set(columns)
     schema = schema_of(CRDS[name])
     for column in columns.values():
         node = schema
@@ -119,10 +126,24 @@ def test_cross_field_rules_are_in_the_schema() -> None:
             assert validation["message"], f"{path}: a CEL rule without a message"
 
 
+def test_the_schedule_embeds_the_backup_spec_and_stays_editable() -> None:
+    backup = schema_of(CRDS[FILES[0]])["properties"]["spec"]
+    schedule = schema_of(CRDS[FILES[2]])["properties"]["spec"]
+    template = schedule["properties"]["backupTemplate"]
+    # the MongoBackup spec as is: the same properties and rules, minus the run's immutability
+    assert template["properties"] == backup["properties"]
+    assert "self == oldSelf" not in rules(schedule) and "self == oldSelf" not in rules(template)
+    assert any("has(self.keepLast)" in r for r in rules(schedule["properties"]["retention"]))
+    assert schedule["properties"]["concurrencyPolicy"]["enum"] == ["Forbid", "Replace", "Allow"]
+    assert schedule["properties"]["concurrencyPolicy"]["default"] == "Forbid"
+    assert schedule["properties"]["timeZone"]["default"] == "UTC"
+
+
 def test_names_scope_and_status_subresource() -> None:
     for name, short, kind in (
         (FILES[0], "mbk", "MongoBackup"),
         (FILES[1], "mrs", "MongoRestore"),
+        (FILES[2], "mbs", "MongoBackupSchedule"),
     ):
         spec = CRDS[name]["spec"]
         assert spec["group"] == "mongobackup.io" and spec["scope"] == "Namespaced"

@@ -50,7 +50,7 @@ def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
 def test_every_rendered_object_is_valid_kubernetes(rendered: list[Obj]) -> None:
     assert Counter(o["kind"] for o in rendered) == {
         "Namespace": 1,
-        "CustomResourceDefinition": 2,
+        "CustomResourceDefinition": 3,
         "ServiceAccount": 1,
         "ClusterRole": 2,
         "ClusterRoleBinding": 2,
@@ -188,7 +188,7 @@ def refuse_unknown_fields(schema: dict[str, Any]) -> dict[str, Any]:
 def test_examples_validate_against_kubernetes_and_the_crds() -> None:
     examples = load_examples()
     kinds = sorted(o["kind"] for o in examples)
-    assert kinds == ["MongoBackup", "MongoRestore", "Secret"]
+    assert kinds == ["MongoBackup", "MongoBackupSchedule", "MongoRestore", "Secret"]
     for obj in examples:
         if obj["kind"] == "Secret":
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -201,6 +201,22 @@ def test_examples_validate_against_kubernetes_and_the_crds() -> None:
             jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
         except jsonschema.ValidationError as e:
             pytest.fail(f"manifests/examples {obj['kind']}: {e.message} at {list(e.path)}")
+
+
+def test_every_example_parses_with_the_operator_models() -> None:
+    """What the operator itself checks (cron expressions, time zones, cross-field rules) on
+    both sets of examples: manifests/examples/ and the demo's examples/."""
+    from mongo_backup.api import RESOURCES, parse_spec
+
+    models = {r.kind: r.spec_model for r in RESOURCES}
+    for folder in (MANIFESTS / "examples", ROOT / "examples"):
+        for path in sorted(folder.glob("*.yaml")):
+            for obj in yaml.safe_load_all(path.read_text()):
+                if obj and obj["kind"] in models:
+                    parse_spec(models[obj["kind"]], obj)
+                    if obj["kind"] == "MongoBackupSchedule":
+                        _, schema = crd_schema(obj["kind"])
+                        jsonschema.Draft4Validator(refuse_unknown_fields(schema)).validate(obj)
 
 
 def documented_resources() -> Iterator[tuple[str, Obj]]:
@@ -233,8 +249,10 @@ def test_examples_reference_each_other() -> None:
     examples = {o["kind"]: o for o in load_examples()}
     secret = examples["Secret"]
     keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
-    for kind in ("MongoBackup", "MongoRestore"):
-        ref = examples[kind]["spec"]["mongodb"]["uriSecretRef"]
+    examples["Template"] = examples["MongoBackupSchedule"]["spec"]["backupTemplate"]
+    for kind in ("MongoBackup", "MongoRestore", "Template"):
+        spec = examples[kind] if kind == "Template" else examples[kind]["spec"]
+        ref = spec["mongodb"]["uriSecretRef"]
         assert ref["name"] == secret["metadata"]["name"]
         assert ref["key"] in keys
     assert (

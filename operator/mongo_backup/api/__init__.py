@@ -35,9 +35,18 @@ from .restore import (
     RestoreSource,
     Verification,
 )
+from .schedule import (
+    MONGO_BACKUP_SCHEDULE,
+    SCHEDULE_LABEL,
+    BackupReference,
+    MongoBackupScheduleSpec,
+    MongoBackupScheduleStatus,
+    RetentionReport,
+    RetentionSpec,
+)
 
 #: every custom resource of the API
-RESOURCES: tuple[CustomResource, ...] = (MONGO_BACKUP, MONGO_RESTORE)
+RESOURCES: tuple[CustomResource, ...] = (MONGO_BACKUP, MONGO_RESTORE, MONGO_BACKUP_SCHEDULE)
 
 __all__ = [
     "API_GROUP",
@@ -45,16 +54,21 @@ __all__ = [
     "CANCEL_ANNOTATION",
     "GROUP_VERSION",
     "MONGO_BACKUP",
+    "MONGO_BACKUP_SCHEDULE",
     "MONGO_RESTORE",
     "RESOURCES",
+    "SCHEDULE_LABEL",
     "TERMINAL_PHASES",
     "AzureStorage",
     "BackupRef",
+    "BackupReference",
     "CompressionSpec",
     "Condition",
     "CustomResource",
     "FilesystemStorage",
     "GcsStorage",
+    "MongoBackupScheduleSpec",
+    "MongoBackupScheduleStatus",
     "MongoBackupSpec",
     "MongoBackupStatus",
     "MongoDBConnection",
@@ -65,6 +79,8 @@ __all__ = [
     "Phase",
     "Progress",
     "RestoreSource",
+    "RetentionReport",
+    "RetentionSpec",
     "RunStatus",
     "S3Storage",
     "SecretKeyRef",

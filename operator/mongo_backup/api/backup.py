@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from .common import (
     CompressionSpec,
@@ -38,14 +38,6 @@ class MongoBackupSpec(SpecModel):
             "What happens to the stored backup when this object is deleted: Retain keeps it, "
             "Delete removes it from storage first."
         ),
-    )
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self == oldSelf", "message": "spec is immutable: create a new MongoBackup instead"}
-            ]
-        }
     )
 
 

@@ -460,6 +460,8 @@ class CustomResource:
     #: `kubectl get mongo-backup` lists both kinds; a category must differ from every resource
     #: name, or kubectl expands `kubectl get mongobackup NAME` to both kinds
     categories: tuple[str, ...] = ("mongo-backup",)
+    #: a run's spec never changes (the CRD refuses edits); a schedule's may
+    immutable_spec: bool = True
     group: str = API_GROUP
     version: str = API_VERSION
 

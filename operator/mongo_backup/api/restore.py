@@ -111,10 +111,6 @@ class MongoRestoreSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {"rule": "has(self.backupRef) != has(self.source)", "message": _ONE_SOURCE},
-                {
-                    "rule": "self == oldSelf",
-                    "message": "spec is immutable: create a new MongoRestore instead",
-                },
             ]
         }
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from ..runner import RunnerSettings
 from .main import operate
-from .runtime import Runtime
+from .runtime import Runtime, utc_now
 
 
 class OperatorThread:
@@ -22,8 +23,9 @@ class OperatorThread:
         priority: int | None = None,
         namespaces: Sequence[str] | None = None,
         metrics_port: int | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.runtime = Runtime(settings=settings, server=server)
+        self.runtime = Runtime(settings=settings, server=server, clock=clock)
         #: 0 serves /metrics on a free port of 127.0.0.1 (see `metrics_url`); None: not served
         self.metrics_port = metrics_port
         self.standalone = standalone

@@ -1,5 +1,6 @@
 """The few Kubernetes API calls the operator makes itself (Kopf makes the others): read a
-Secret, read a MongoBackup, merge-patch a status subresource.
+Secret, read a MongoBackup, merge-patch a status subresource, and for schedules create and
+delete MongoBackups.
 
 The synchronous `kubernetes` client runs in worker threads (`asyncio.to_thread`), configured
 the way Kopf's own login is (in-cluster service account, else kubeconfig), or pointed at an
@@ -61,6 +62,42 @@ class KubeApi:
         return await self._read_json(
             self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, plural, name
         )
+
+    async def create_object(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a custom object; False when one of that name exists already."""
+        try:
+            await asyncio.to_thread(
+                self._custom.create_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                dict(body),
+                _preload_content=False,
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_object(self, plural: str, namespace: str, name: str) -> bool:
+        """Ask for a custom object's deletion (finalizers run first); False when it is gone."""
+        try:
+            await asyncio.to_thread(
+                self._custom.delete_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                name,
+                _preload_content=False,
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def _read_json(self, method: Callable[..., Any], *args: str) -> dict[str, Any] | None:
         """The raw JSON of a GET (no model conversion); None on 404."""

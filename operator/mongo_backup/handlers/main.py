@@ -13,7 +13,7 @@ import kopf
 
 from ..redact import install_log_redaction
 from ..runner import RunnerSettings
-from . import backup, metrics, restore, settings  # noqa: F401 - importing registers the handlers
+from . import backup, metrics, restore, schedule, settings  # noqa: F401 - importing registers the handlers
 from .runtime import Runtime
 
 #: Kopf's per-object logger: its handler turns warnings into Kubernetes Events

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MONGO_RESTORE
+from ..api import API_GROUP, API_VERSION, MONGO_BACKUP, MONGO_BACKUP_SCHEDULE, MONGO_RESTORE
 from ..runner import TERMINAL_PHASES
 from .hosting import run_kind, series_of
 from .settings import runtime_of
@@ -28,8 +28,8 @@ def follow(
         metrics.forget_run(kind, namespace, name)
         return
     phase = status.get("phase")
-    if phase not in TERMINAL_PHASES or metrics.knows_run(kind, namespace, name):
-        return
+    if phase not in TERMINAL_PHASES or phase == "Cancelled" or metrics.knows_run(kind, namespace, name):
+        return  # a Cancelled run is neither a success nor a failure: nothing to rebuild
     completed = _timestamp(status.get("completedAt"))
     started = _timestamp(status.get("startedAt"))
     duration = completed - started if completed is not None and started is not None else None
@@ -38,6 +38,13 @@ def follow(
         series.succeeded(duration, status.get("storedBytes"), status.get("documents"), completed, count=False)
     else:
         series.failed(duration, completed, count=False)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, MONGO_BACKUP_SCHEDULE.plural, id="metrics")
+def follow_schedule(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted schedule's series go with it (its daemon records them while it runs)."""
+    if type == "DELETED":
+        runtime_of(memo).metrics.forget_schedule(str(meta.get("namespace")), str(meta.get("name")))
 
 
 def _timestamp(value: Any) -> float | None:

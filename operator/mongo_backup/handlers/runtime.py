@@ -1,14 +1,21 @@
 """What the handlers share for the life of one operator process: runner settings, the run
-slots, the Kubernetes client and the metrics. Kopf hands it to every handler as `memo.runtime`."""
+slots, the Kubernetes client, the metrics and the schedules' clock. Kopf hands it to every
+handler as `memo.runtime`."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from ..metrics import Metrics, MetricsServer
 from ..runner import RunnerSettings, Slots
 from .kube import KubeApi
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -20,16 +27,17 @@ class Runtime:
     kube: KubeApi | None = None
     #: the runs hosted here, by object uid: set when a user asks to cancel one (annotation)
     cancels: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: served on /metrics by `operate` when it is given a metrics port
+    metrics: Metrics = field(default_factory=Metrics)
+    #: the /metrics endpoint while `operate` serves one (its `port` is the one bound)
+    metrics_server: MetricsServer | None = None
+    #: what time it is for schedules (tests pass a clock they move forward)
+    clock: Callable[[], datetime] = utc_now
 
     def request_cancel(self, uid: str) -> None:
         event = self.cancels.get(uid)
         if event is not None:
             event.set()
-
-    #: served on /metrics by `operate` when it is given a metrics port
-    metrics: Metrics = field(default_factory=Metrics)
-    #: the /metrics endpoint while `operate` serves one (its `port` is the one bound)
-    metrics_server: MetricsServer | None = None
 
     def start(self) -> None:
         if self.slots is None:

@@ -17,3 +17,5 @@ class RunnerSettings:
     retry_delays: tuple[float, ...] = (10.0, 30.0, 90.0)
     #: server selection timeout of the MongoDB client (milliseconds)
     mongo_timeout_ms: int = 20_000
+    #: how often a MongoBackupSchedule looks at its clock and its backups, at most (seconds)
+    schedule_interval: float = 10.0

@@ -23,6 +23,7 @@ FAST = RunnerSettings(
     wait_interval=0.3,
     retry_delays=(0.2, 0.3),
     mongo_timeout_ms=800,
+    schedule_interval=0.05,
 )
 
 

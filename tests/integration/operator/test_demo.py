@@ -15,3 +15,7 @@ def test_demo_backs_up_and_restores_the_examples(tmp_path: Path, capsys: pytest.
     assert "shop-backup" in out and "shop-restore" in out
     assert "data: shop -> shop_restored: 3 collections, 4200 documents, identical" in out
     assert (tmp_path / "backups" / "shop-backup" / "manifest.json").is_file()
+    # the schedule: its immediate backup, then the next run, and retention deleted the first
+    assert "applied examples/schedule.yaml" in out and "retention deleted shop-nightly-" in out
+    scheduled = sorted(p.name for p in (tmp_path / "backups").glob("shop-nightly-*") if any(p.iterdir()))
+    assert len(scheduled) == 1 and (tmp_path / "backups" / scheduled[0] / "manifest.json").is_file()
