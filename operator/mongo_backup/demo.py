@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -231,7 +232,7 @@ def run_demo(root: Path | None = None) -> int:
         crds = kube.load_crds()
         say(f"- Kubernetes API emulator at {kube.url}; CRDs {', '.join(crds)}; kubeconfig {kube.kubeconfig}")
         clock = JumpingClock()
-        with OperatorThread(kube.url, DEMO_SETTINGS, clock=clock):
+        with OperatorThread(kube.url, DEMO_SETTINGS, clock=clock, metrics_port=0) as operator:
             say("- operator running in-process")
             secret = example("secret.yaml")
             secret["stringData"] = {"uri": uri}
@@ -253,6 +254,8 @@ def run_demo(root: Path | None = None) -> int:
             done_backup = wait_until(read("mongobackups", backup_name), finished)
             done_restore = wait_until(read("mongorestores", restore_name), finished)
             schedule_ok = demo_schedule(kube, root, clock, read)
+            metrics_url = operator.metrics_url
+            scraped = scrape(metrics_url)
             time.sleep(0.3)  # let the last events land
 
         binary = kubectl_binary()
@@ -277,6 +280,9 @@ def run_demo(root: Path | None = None) -> int:
             else:
                 own = [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
                 say(describe(obj, own))
+        say()
+        say(f"$ curl -s {metrics_url} | grep -E '^mongobackup_(schedule|drill|runs_total)'")
+        say("\n".join(scraped))
         collections, documents, identical = compare(uri, "shop", "shop_restored")
         say()
         verdict = "identical" if identical else "DIFFERENT"
@@ -304,16 +310,24 @@ def demo_schedule(
     name = schedule["metadata"]["name"]
     schedule["spec"]["backupTemplate"]["storage"] = {"filesystem": {"path": str(root / "backups")}}
     schedule["spec"]["retention"] = {"keepLast": 1}
+    # the drill restores into the embedded server, as drill_shop, after each backup
+    schedule["spec"]["drill"] = {"mongodb": {"uriSecretRef": {"name": "mongodb-uri", "key": "uri"}}}
     kube.apply(schedule)
     say(
         f"- applied examples/schedule.yaml ({schedule['spec']['schedule']} {schedule['spec']['timeZone']}, "
-        "immediate; retention keepLast 1 for the demo)"
+        "immediate; for the demo: retention keepLast 1, a drill after each backup into the embedded server)"
     )
     first = wait_until(
         read("mongobackupschedules", name), lambda o: bool(_status(o).get("lastSuccessfulBackup"))
     )
     first_backup = _status(first)["lastSuccessfulBackup"]["name"]
     say(f"  - immediate backup {first_backup} completed")
+    drilled = wait_until(
+        read("mongobackupschedules", name),
+        lambda o: (_status(o).get("lastDrill") or {}).get("backup") == first_backup,
+    )
+    report = _status(drilled)["lastDrill"]
+    say(f"  - restore drill {'passed' if report['passed'] else 'FAILED'}: {report['message']}")
     upcoming = datetime.fromisoformat(_status(first)["nextScheduleTime"].replace("Z", "+00:00"))
     clock.jump_to(upcoming + timedelta(seconds=1))
     say(f"  - the clock jumps to the next run, {_status(first)['nextScheduleTime']}")
@@ -323,7 +337,15 @@ def demo_schedule(
     )
     status = _status(pruned)
     say(f"  - backup {status['lastSuccessfulBackup']['name']} completed; retention deleted {first_backup}")
-    return bool(status["lastSuccessfulBackup"]["name"] != first_backup)
+    return bool(status["lastSuccessfulBackup"]["name"] != first_backup and report["passed"])
+
+
+def scrape(url: str) -> list[str]:
+    """The schedule's series, the drills and the run counts, as `curl | grep` shows them."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    wanted = ("mongobackup_schedule_", "mongobackup_drill", "mongobackup_runs_total")
+    return [line for line in text.splitlines() if line.startswith(wanted)]
 
 
 def _status(obj: dict[str, Any]) -> dict[str, Any]:

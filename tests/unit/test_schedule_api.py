@@ -49,3 +49,13 @@ def test_bad_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
         parse_spec(MongoBackupScheduleSpec, body(**spec))
     assert message in str(caught.value), str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_drill_names_its_deployment_and_prefix_and_refuses_a_bad_one() -> None:
+    scratch = {"uriSecretRef": {"name": "scratch", "key": "uri"}}
+    spec = parse_spec(MongoBackupScheduleSpec, body(drill={"mongodb": scratch}))
+    assert spec.drill is not None and spec.drill.database_prefix == "drill_" and spec.drill.schedule is None
+    with pytest.raises(SpecError, match=r"spec\.drill\.databasePrefix"):
+        parse_spec(MongoBackupScheduleSpec, body(drill={"mongodb": scratch, "databasePrefix": "a.b"}))
+    with pytest.raises(SpecError, match=r"spec\.drill\.schedule: .*invalid cron expression"):
+        parse_spec(MongoBackupScheduleSpec, body(drill={"mongodb": scratch, "schedule": "0 99 * * *"}))

@@ -12,7 +12,15 @@ from cronsim import CronSim, CronSimError
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .backup import MongoBackupSpec
-from .common import NAME_MAX, Condition, CustomResource, PrinterColumn, SpecModel, StatusModel
+from .common import (
+    NAME_MAX,
+    Condition,
+    CustomResource,
+    MongoDBConnection,
+    PrinterColumn,
+    SpecModel,
+    StatusModel,
+)
 
 #: the label every MongoBackup made by a schedule carries: the schedule's name
 SCHEDULE_LABEL = "mongobackup.io/schedule"
@@ -113,6 +121,41 @@ class RetentionSpec(SpecModel):
         return self
 
 
+class DrillSpec(SpecModel):
+    """A restore drill: the proof that a backup restores. The newest Completed backup of the
+    schedule is restored into scratch databases of `mongodb` (each database DB as
+    `databasePrefix` + DB), every collection is checked against the manifest (count and content
+    digest), and the scratch collections are dropped. A drill never writes over data: a scratch
+    collection that exists and is not empty fails the drill before anything is written."""
+
+    mongodb: MongoDBConnection = Field(
+        description=(
+            "The deployment the drills restore into: a scratch deployment, not production (a drill "
+            "writes as much as a restore)."
+        )
+    )
+    database_prefix: str = Field(
+        default="drill_",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Starts the name of every scratch database (letters, digits, '_' or '-').",
+    )
+    schedule: str | None = Field(
+        default=None,
+        max_length=256,
+        description=(
+            "When to drill the newest Completed backup (cron or macro, in the schedule's timeZone); "
+            "unset: each backup of the schedule is drilled once, right after it completes."
+        ),
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron_fields(value)
+        return value
+
+
 class MongoBackupScheduleSpec(SpecModel):
     schedule: str = Field(
         min_length=1,
@@ -154,6 +197,9 @@ class MongoBackupScheduleSpec(SpecModel):
     retention: RetentionSpec | None = Field(
         default=None, description="Which backups of this schedule to keep; unset: all are kept."
     )
+    drill: DrillSpec | None = Field(
+        default=None, description="Restore drills that prove the schedule's backups restore; unset: none."
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -165,6 +211,20 @@ class MongoBackupScheduleSpec(SpecModel):
     @classmethod
     def _zone(cls, value: str) -> str:
         return check_time_zone(value)
+
+
+class DrillReport(StatusModel):
+    """The last restore drill of the schedule."""
+
+    backup: str = Field(max_length=NAME_MAX, description="The MongoBackup drilled.")
+    time: datetime = Field(description="When the drill ended.")
+    passed: bool = Field(description="Whether every collection restored and matched the backup.")
+    verified_collections: int | None = Field(
+        default=None, ge=0, description="Collections restored and verified (count and content digest)."
+    )
+    documents: int | None = Field(default=None, ge=0, description="Documents restored.")
+    duration: str | None = Field(default=None, description="How long the drill took, e.g. '42s'.")
+    message: str = Field(default="", max_length=4096, description="What the drill found.")
 
 
 class BackupReference(StatusModel):
@@ -198,6 +258,9 @@ class MongoBackupScheduleStatus(StatusModel):
     )
     active: list[str] = Field(default_factory=list, description="Backups of this schedule still running.")
     kept: int | None = Field(default=None, ge=0, description="Backups of this schedule that exist now.")
+    last_drill: DrillReport | None = Field(
+        default=None, description="The last restore drill and its verdict."
+    )
     retention: RetentionReport | None = Field(
         default=None, description="What the retention policy last deleted, or would delete with dryRun."
     )

@@ -10,6 +10,8 @@ same status and events as one made by hand."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +28,7 @@ from ..api import (
     MONGO_RESTORE,
     SCHEDULE_LABEL,
     BackupReference,
+    DrillReport,
     MongoBackupScheduleSpec,
     MongoBackupScheduleStatus,
     RetentionReport,
@@ -39,6 +42,7 @@ from ..api.parse import plain
 from ..engine.errors import InvalidInput
 from ..redact import redact
 from ..runner.conditions import set_condition
+from ..runner.drill import DrillOutcome, drill_backup, drill_run_id
 from ..runner.pruning import (
     ScheduledBackup,
     active,
@@ -50,6 +54,7 @@ from ..runner.pruning import (
     readers,
 )
 from ..runner.schedule import CronSchedule, backup_name, evaluate
+from ..runner.units import human_duration
 from .link import ResourceLink
 from .runtime import Runtime
 from .settings import runtime_of
@@ -93,6 +98,12 @@ class _Memory:
     success: BackupReference | None = None
     failure: BackupReference | None = None
     written: dict[str, Any] = field(default_factory=dict)
+    #: the restore drill running now (one at a time), the backups drilled by this process,
+    #: and the last drill's report (this process's is newer than the body's)
+    drill: asyncio.Task[DrillOutcome] | None = None
+    drilling: str | None = None
+    drilled: set[str] = field(default_factory=set)
+    last_drill: DrillReport | None = None
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="schedule", cancellation_timeout=10)
@@ -104,13 +115,32 @@ async def schedule(
     logger: Any,
     **kwargs: Any,
 ) -> None:
-    # Kopf passes every index by its handler's name
-    backups_index: kopf.Index[tuple[str, str], ScheduledBackup] = kwargs["scheduled_backups"]
-    restores_index: kopf.Index[str, dict[str, Any]] = kwargs["restores_by_namespace"]
     runtime = runtime_of(memo)
     assert runtime.kube is not None
     link = ResourceLink(runtime.kube, PLURAL, body, logger)
     memory = _Memory()
+    try:
+        await _evaluate_until_stopped(link, runtime, body, meta, memory, stopped, logger, kwargs)
+    finally:
+        if memory.drill is not None:  # a drill undoes what it wrote when cancelled
+            memory.drill.cancel()
+            with contextlib.suppress(BaseException):
+                await memory.drill
+
+
+async def _evaluate_until_stopped(
+    link: ResourceLink,
+    runtime: Runtime,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    memory: _Memory,
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+    kwargs: dict[str, Any],
+) -> None:
+    # Kopf passes every index by its handler's name
+    backups_index: kopf.Index[tuple[str, str], ScheduledBackup] = kwargs["scheduled_backups"]
+    restores_index: kopf.Index[str, dict[str, Any]] = kwargs["restores_by_namespace"]
     while not stopped:
         evaluation = _Evaluation(link, runtime, body, meta, memory, logger)
         try:
@@ -171,6 +201,7 @@ class _Evaluation:
             last = await self._schedule(spec, cron, backups, now, last)
         self.memory.last_scheduled = last
         await self._retention(spec, cron, backups, restores, now)
+        await self._drill(spec, status, backups, now)
         upcoming = cron.next_after(now)
         self.runtime.metrics.observe_schedule(
             self.link.namespace,
@@ -294,7 +325,10 @@ class _Evaluation:
         ):
             return
         try:
-            decisions = plan_retention(backups, spec.retention, cron.zone, readers(restores))
+            in_use = readers(restores)
+            if self.memory.drill is not None and self.memory.drilling is not None:
+                in_use.setdefault(self.memory.drilling, "this schedule's restore drill")
+            decisions = plan_retention(backups, spec.retention, cron.zone, in_use)
         except InvalidInput as exc:  # validated with the spec: only a bug gets here
             self.link.post_event("Warning", "RetentionFailed", str(exc))
             self.memory.retention_done_for = (finished, spec.retention)
@@ -320,6 +354,91 @@ class _Evaluation:
             dry_run=dry_run,
             deleted=sorted(d.name for d in doomed) if not dry_run else [],
             would_delete=sorted(d.name for d in doomed) if dry_run else [],
+        )
+
+    async def _drill(
+        self,
+        spec: MongoBackupScheduleSpec,
+        status: MongoBackupScheduleStatus,
+        backups: list[ScheduledBackup],
+        now: datetime,
+    ) -> None:
+        """Record a drill that ended; start one when it is due: on the newest Completed backup,
+        after it completes (no drill schedule) or at the drill's cron times."""
+        memory = self.memory
+        if memory.drill is not None:
+            if not memory.drill.done():
+                return
+            task, memory.drill = memory.drill, None
+            await self._record_drill(task)
+        if spec.drill is None:
+            return
+        last = memory.last_drill or status.last_drill
+        newest = last_success([b for b in live(backups) if b.name not in self.deleted])
+        if newest is None or newest.name in memory.drilled:
+            return
+        if spec.drill.schedule is None:
+            if last is not None and last.backup == newest.name:
+                return
+        else:
+            since = last.time if last is not None else min(_created(self.meta, now), memory.first_seen or now)
+            if CronSchedule.parse(spec.drill.schedule, spec.time_zone).latest_at_or_before(now) <= since:
+                return
+        body = await self.link.kube.get_object(MONGO_BACKUP.plural, self.link.namespace, newest.name)
+        if body is None:
+            return
+        memory.drilled.add(newest.name)
+        memory.drilling = newest.name
+        self.link.post_event("Normal", "DrillStarted", f"restore drill of {newest.name} started")
+        memory.drill = asyncio.create_task(
+            drill_backup(
+                self.link,
+                body,
+                spec.drill,
+                drill_run_id(str(self.meta.get("uid")), newest.name),
+                self.runtime.settings,
+            )
+        )
+
+    async def _record_drill(self, task: asyncio.Task[DrillOutcome]) -> None:
+        """Status, event, metric, and the drilled backup's Verified condition."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # drill_backup turns every expected failure into an outcome
+            self.logger.error("the restore drill failed unexpectedly: %s", redact(str(error)))
+            return
+        outcome = task.result()
+        self.memory.retention_done_for = None  # what the drill held may go now
+        self.memory.last_drill = DrillReport(
+            backup=outcome.backup,
+            time=outcome.ended,
+            passed=outcome.passed,
+            verified_collections=outcome.verified_collections,
+            documents=outcome.documents,
+            duration=human_duration(outcome.duration),
+            message=outcome.message,
+        )
+        self.runtime.metrics.record_drill(
+            self.link.namespace, self.link.name, outcome.backup, outcome.passed, outcome.duration
+        )
+        if outcome.passed:
+            self.link.post_event("Normal", "DrillPassed", outcome.message)
+        else:
+            self.link.post_event("Warning", "DrillFailed", outcome.message)
+        backup = await self.link.kube.get_object(MONGO_BACKUP.plural, self.link.namespace, outcome.backup)
+        if backup is None:
+            return  # deleted meanwhile (retention): nothing to mark
+        conditions = set_condition(
+            list((backup.get("status") or {}).get("conditions") or []),
+            "Verified",
+            "True" if outcome.passed else "False",
+            "DrillPassed" if outcome.passed else "DrillFailed",
+            outcome.message,
+            (backup.get("metadata") or {}).get("generation"),
+        )
+        await self.link.kube.patch_status(
+            MONGO_BACKUP.plural, self.link.namespace, outcome.backup, {"conditions": conditions}
         )
 
     async def _write_status(
@@ -383,6 +502,7 @@ class _Evaluation:
             active=running,
             kept=len(remaining) + len(fresh),
             retention=self.memory.retention,
+            last_drill=self.memory.last_drill or status.last_drill,
             observed_generation=generation,
         )
         patch = status_patch(written, clear=[] if not spec.suspend else ["next_schedule_time"])

@@ -1,5 +1,6 @@
 """The one writer of a run's status: phases, conditions, progress, the result, and the Event
-that goes with each change. Nothing else patches a MongoBackup's or MongoRestore's status.
+that goes with each change. Nothing else patches a MongoBackup's or MongoRestore's status,
+but for the Verified condition a schedule's restore drill sets on a Completed backup.
 
 Every patch is built from the API's status models (`RunStatus` and the kind's own model, by
 `api.status_patch`), so that a patch can never hold a field the CRD does not declare nor a
