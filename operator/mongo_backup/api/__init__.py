@@ -35,6 +35,7 @@ from .restore import (
     RestoreSource,
     Verification,
 )
+from .runner import RUN_MODES, ResourceRequirements, RunMode, RunnerSpec
 
 #: every custom resource of the API
 RESOURCES: tuple[CustomResource, ...] = (MONGO_BACKUP, MONGO_RESTORE)
@@ -47,6 +48,7 @@ __all__ = [
     "MONGO_BACKUP",
     "MONGO_RESTORE",
     "RESOURCES",
+    "RUN_MODES",
     "TERMINAL_PHASES",
     "AzureStorage",
     "BackupRef",
@@ -64,8 +66,11 @@ __all__ = [
     "NamespaceRename",
     "Phase",
     "Progress",
+    "ResourceRequirements",
     "RestoreSource",
+    "RunMode",
     "RunStatus",
+    "RunnerSpec",
     "S3Storage",
     "SecretKeyRef",
     "SecretRef",

@@ -28,8 +28,10 @@ from ..api import (
     parse_spec,
 )
 from ..runner import Failure, SecretUnavailable, Waiting, drive
+from ..runner.jobspec import Owner
 from ..runner.lifecycle import Job, Outcome
 from ..runner.status import StatusWriter
+from .jobs import JobRun, run_as_jobs
 from .link import ResourceLink
 from .runtime import Runtime
 from .settings import runtime_of
@@ -68,11 +70,19 @@ async def run_daemon(
     try:
         if cancel_requested(meta):  # after registering: a request between the two is not lost
             cancel.set()
+        if (getattr(spec, "run_mode", None) or runtime.run_mode) == "Job":
+            owner = Owner(resource.kind, plural, link.namespace, link.name, uid)
+            run = JobRun(link, owner, spec, job, resource.status_model, runtime, logger)  # type: ignore[arg-type]
+            stopped_writer = await run_as_jobs(run, writer, status, stopped, cancel)
+            if stopped_writer is not None and stopped_writer.phase not in TERMINAL_PHASES:
+                await _cancel_unstarted(job, stopped_writer, {"phase": stopped_writer.phase}, logger)
+            return
         if cancel.is_set():
             await _cancel_unstarted(job, writer, status, logger)
             return
-        run = drive(job, writer, status, runtime.settings, runtime.slots)
-        left = await host(run, stopped, logger, cancel)
+        left = await host(
+            drive(job, writer, status, runtime.settings, runtime.slots), stopped, logger, cancel
+        )
         if left is not None and writer.phase not in TERMINAL_PHASES:
             if not left:  # stopped between the engine's steps, or before any attempt
                 left = NOT_STARTED if writer.started is None else "it was stopped before it wrote anything"

@@ -11,8 +11,10 @@ from typing import Any
 
 import kopf
 
+from ..api.runner import RunMode
 from ..redact import install_log_redaction
 from ..runner import RunnerSettings
+from ..runner.jobspec import JobSettings
 from . import backup, restore, settings  # noqa: F401 - importing registers the handlers
 from .runtime import Runtime
 
@@ -69,8 +71,12 @@ def run_operator(
     log_format: str,
     max_concurrent_runs: int,
     liveness_endpoint: str | None,
+    run_mode: RunMode = "InProcess",
+    runner_image: str | None = None,
 ) -> None:
     """`mongo-backup run`: reconcile MongoBackup/MongoRestore in `namespaces` (all when empty)."""
     configure_logging(log_format)
-    runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs))
+    runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs), run_mode=run_mode)
+    if runner_image:
+        runtime.jobs = JobSettings(image=runner_image)
     asyncio.run(operate(runtime, namespaces=namespaces or None, liveness_endpoint=liveness_endpoint))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from ..api.runner import RunMode
 from ..runner import RunnerSettings, Slots
+from ..runner.jobspec import JobSettings
 from .kube import KubeApi
 
 
@@ -17,6 +19,10 @@ class Runtime:
     server: str | None = None
     slots: Slots | None = None
     kube: KubeApi | None = None
+    #: where runs execute when their object does not say (spec.runMode)
+    run_mode: RunMode = "InProcess"
+    #: how Job-mode runs' Jobs are made (image, default resources)
+    jobs: JobSettings = field(default_factory=JobSettings)
     #: the runs hosted here, by object uid: set when a user asks to cancel one (annotation)
     cancels: dict[str, asyncio.Event] = field(default_factory=dict)
 

@@ -1,0 +1,133 @@
+"""runMode Job: each attempt of a run is a Kubernetes Job whose pod (`mongo-backup run-one`)
+writes the object's status itself. The emulator has no Job controller and no kubelet: the
+test stand-in (tests/support/job_runner.py) runs each Job's command as a local process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from mongo_backup.testing.kube import KubeEmulator
+from tests.integration.operator.harness import (
+    OperatorThread,
+    backup_object,
+    condition,
+    events_of,
+    phase_is,
+    restore_object,
+    wait_for,
+)
+from tests.support.job_runner import JobRunner
+
+FINAL = phase_is("Completed", "Failed", "Cancelled")
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+
+
+@pytest.fixture
+def jobs(kube: KubeEmulator, tmp_path: Path) -> Iterator[JobRunner]:
+    with JobRunner(kube, tmp_path / "pods") as runner:
+        yield runner
+
+
+def job_operator(kube: KubeEmulator) -> OperatorThread:
+    operator = OperatorThread(kube.url)
+    operator.runtime.run_mode = "Job"
+    return operator
+
+
+@pytest.fixture
+def job_mode(kube: KubeEmulator, jobs: JobRunner) -> Iterator[OperatorThread]:
+    with job_operator(kube) as operator:
+        yield operator
+
+
+@pytest.fixture
+def source_db(sync_mongo: MongoClient[Any], dbname: str) -> str:
+    for coll in ("a", "b"):
+        sync_mongo[dbname][coll].insert_many([{"_id": i, "coll": coll, "pad": "x" * 50} for i in range(200)])
+    return dbname
+
+
+def final(kube: KubeEmulator, plural: str, name: str, jobs: JobRunner) -> dict[str, Any]:
+    try:
+        obj = wait_for(kube, plural, name, FINAL, what="a final phase")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{jobs.logs()}") from None
+    assert jobs.error is None, jobs.error
+    return obj
+
+
+def shape(status: dict[str, Any]) -> dict[str, Any]:
+    """What must be the same in both run modes: the fields, the conditions, the figures."""
+    return {
+        "fields": sorted(status),
+        "conditions": sorted((c["type"], c["status"], c["reason"]) for c in status["conditions"]),
+        **{k: status.get(k) for k in ("phase", "documents", "collections", "dataBytes", "attempts")},
+    }
+
+
+def job_objects(kube: KubeEmulator) -> list[dict[str, Any]]:
+    return list(kube.api("GET", JOBS)["items"])
+
+
+def test_a_backup_and_a_restore_run_as_jobs_with_the_status_of_in_process_runs(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    mongo_secret: str,
+    mongo_uri: str,
+    source_db: str,
+    sync_mongo: MongoClient[Any],
+    tmp_path: Path,
+) -> None:
+    with OperatorThread(kube.url):  # the same runs in-process, to compare with
+        kube.apply(backup_object("inproc", str(tmp_path), [f"{source_db}.*"]))
+        inproc = wait_for(kube, "mongobackups", "inproc", FINAL)["status"]
+        kube.apply(
+            restore_object("inproc-r", "inproc", [{"from": f"{source_db}.*", "to": f"{source_db}_i.*"}])
+        )
+        inproc_r = wait_for(kube, "mongorestores", "inproc-r", FINAL)["status"]
+    assert inproc["phase"] == inproc_r["phase"] == "Completed", (inproc, inproc_r)
+
+    with job_operator(kube):
+        kube.apply(backup_object("nightly", str(tmp_path), [f"{source_db}.*"], runMode="Job"))
+        backup = final(kube, "mongobackups", "nightly", jobs)["status"]
+        kube.apply(
+            restore_object(
+                "back", "nightly", [{"from": f"{source_db}.*", "to": f"{source_db}_j.*"}], runMode="Job"
+            )
+        )
+        restore = final(kube, "mongorestores", "back", jobs)["status"]
+
+    assert backup["phase"] == "Completed", backup
+    assert shape(backup) == shape(inproc)
+    assert (tmp_path / "nightly" / "manifest.json").exists()
+    assert restore["phase"] == "Completed", restore
+    assert shape(restore) == shape(inproc_r)
+    assert condition({"status": restore}, "Verified")["status"] == "True"  # type: ignore[index]
+    assert sync_mongo[f"{source_db}_j"]["a"].count_documents({}) == 200
+    assert [name for _, name in jobs.started] == ["nightly-backup-1", "back-restore-1"]
+
+    # the pod told its story as the operator would: the same events, from the pod
+    reasons = [e["reason"] for e in events_of(kube, "nightly")]
+    assert "Started" in reasons and "Completed" in reasons, reasons
+
+    # the Job and its pod: owned by the object, restricted, no secret value anywhere in it
+    (job,) = [j for j in job_objects(kube) if j["metadata"]["name"] == "nightly-backup-1"]
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "MongoBackup" and owner["name"] == "nightly" and owner["controller"] is True
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    text = json.dumps(job)
+    assert mongo_uri not in text and "mongodb://" not in text
+    assert {"secretName": "mongo", "defaultMode": 0o440, "items": [{"key": "uri", "path": "uri"}]} in [
+        v.get("secret") for v in pod["volumes"]
+    ]
