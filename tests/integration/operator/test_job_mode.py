@@ -5,6 +5,7 @@ test stand-in (tests/support/job_runner.py) runs each Job's command as a local p
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,71 @@ def test_a_backup_and_a_restore_run_as_jobs_with_the_status_of_in_process_runs(
     assert {"secretName": "mongo", "defaultMode": 0o440, "items": [{"key": "uri", "path": "uri"}]} in [
         v.get("secret") for v in pod["volumes"]
     ]
+
+
+def pause_at(jobs: JobRunner, point: str, folder: Path) -> Path:
+    """The next Jobs' processes stop at failpoint `point` (the marker file says they are there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs.extra_env = {"MONGO_BACKUP_FAILPOINTS": f"{point}=pause", "MONGO_BACKUP_FAILPOINT_DIR": str(folder)}
+    return folder / point
+
+
+def reached(marker: Path, jobs: JobRunner, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"no process reached {marker.name}\n{jobs.logs()}"
+        time.sleep(0.05)
+
+
+def test_an_oom_killed_pod_fails_its_attempt_which_is_retried_by_a_new_job(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    marker = pause_at(jobs, "backup.data", tmp_path / "failpoints")
+    kube.apply(backup_object("big", str(tmp_path / "store"), [f"{source_db}.*"], parallelism=1))
+    reached(marker, jobs)
+    jobs.extra_env = {}  # the next attempt runs through
+    jobs.kill("big-backup-1")  # SIGKILL: exit code 137, as the OOM killer leaves a container
+
+    status = final(kube, "mongobackups", "big", jobs)["status"]
+    assert status["phase"] == "Completed", status
+    assert status["attempts"] == 2
+    assert [name for _, name in jobs.started] == ["big-backup-1", "big-backup-2"]
+    oom = [e for e in events_of(kube, "big") if e["reason"] == "OOMKilled"]
+    assert len(oom) == 1 and oom[0]["type"] == "Warning", oom
+    assert jobs.runs["default", "big-backup-1"].pod in oom[0]["message"]
+    assert "retrying" in oom[0]["message"]
+    assert sorted(p.name for p in (tmp_path / "store" / "big").iterdir()) == ["manifest.json", source_db]
+
+
+def test_an_attempt_over_its_deadline_fails_with_deadline_exceeded(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    """Every attempt is held past activeDeadlineSeconds: each is stopped, the last one fails the run."""
+    pause_at(jobs, "backup.data", tmp_path / "failpoints")
+    kube.apply(
+        backup_object(
+            "slow",
+            str(tmp_path / "store"),
+            [f"{source_db}.*"],
+            parallelism=1,
+            runner={"activeDeadlineSeconds": 1},
+        )
+    )
+    status = final(kube, "mongobackups", "slow", jobs)["status"]
+    assert status["phase"] == "Failed", status
+    failed = condition({"status": status}, "Failed")
+    assert failed is not None and failed["reason"] == "DeadlineExceeded", status["conditions"]
+    assert "activeDeadlineSeconds" in status["error"] and "slow-backup-3-" in status["error"]
+    # retried under the retry delays (two of them in these tests), each by a Job of its own
+    assert [name for _, name in jobs.started] == ["slow-backup-1", "slow-backup-2", "slow-backup-3"]
+    assert not list((tmp_path / "store" / "slow").rglob("*.bson.zst")), "a stopped attempt left data"
