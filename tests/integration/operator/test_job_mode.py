@@ -200,3 +200,20 @@ def test_an_attempt_over_its_deadline_fails_with_deadline_exceeded(
     # retried under the retry delays (two of them in these tests), each by a Job of its own
     assert [name for _, name in jobs.started] == ["slow-backup-1", "slow-backup-2", "slow-backup-3"]
     assert not list((tmp_path / "store" / "slow").rglob("*.bson.zst")), "a stopped attempt left data"
+
+
+def test_an_operator_restarted_while_a_job_runs_adopts_it(
+    kube: KubeEmulator, jobs: JobRunner, mongo_secret: str, source_db: str, tmp_path: Path
+) -> None:
+    marker = pause_at(jobs, "backup.data", tmp_path / "failpoints")
+    with job_operator(kube):
+        kube.apply(backup_object("steady", str(tmp_path / "store"), [f"{source_db}.*"], parallelism=1))
+        reached(marker, jobs)
+    assert wait_for(kube, "mongobackups", "steady", phase_is("Running"))["status"]["attempts"] == 1
+    with job_operator(kube):
+        marker.unlink()  # the Job's pod goes on, under the new operator
+        status = final(kube, "mongobackups", "steady", jobs)["status"]
+    assert status["phase"] == "Completed", status
+    assert status["attempts"] == 1
+    assert [name for _, name in jobs.started] == ["steady-backup-1"]
+    assert [j["metadata"]["name"] for j in job_objects(kube)] == ["steady-backup-1"]
