@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
+from mongo_backup.engine.journal import RUNS
+from mongo_backup.engine.namespaces import JOURNAL_DATABASE
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
@@ -23,6 +25,7 @@ from tests.integration.operator.harness import (
     restore_object,
     wait_for,
 )
+from tests.integration.operator.test_cancel import cancel, contents, stored_files, temporaries
 from tests.support.job_runner import JobRunner
 
 FINAL = phase_is("Completed", "Failed", "Cancelled")
@@ -74,6 +77,14 @@ def shape(status: dict[str, Any]) -> dict[str, Any]:
 
 def job_objects(kube: KubeEmulator) -> list[dict[str, Any]]:
     return list(kube.api("GET", JOBS)["items"])
+
+
+def jobs_gone(kube: KubeEmulator, timeout: float = 30) -> None:
+    """The pod may write its Cancelled status before its Job is gone: the Job goes soon after."""
+    deadline = time.monotonic() + timeout
+    while job_objects(kube):
+        assert time.monotonic() < deadline, f"Jobs still there: {job_objects(kube)}"
+        time.sleep(0.05)
 
 
 def test_a_backup_and_a_restore_run_as_jobs_with_the_status_of_in_process_runs(
@@ -217,3 +228,55 @@ def test_an_operator_restarted_while_a_job_runs_adopts_it(
     assert status["attempts"] == 1
     assert [name for _, name in jobs.started] == ["steady-backup-1"]
     assert [j["metadata"]["name"] for j in job_objects(kube)] == ["steady-backup-1"]
+
+
+def test_a_cancelled_job_mode_backup_leaves_nothing_stored(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    marker = pause_at(jobs, "backup.data", tmp_path / "failpoints")
+    store = tmp_path / "store"
+    kube.apply(backup_object("nightly", str(store), [f"{source_db}.*"], parallelism=1))
+    reached(marker, jobs)
+    assert stored_files(store / "nightly"), "the held run had written nothing yet"
+    cancel(kube, "mongobackups", "nightly")
+    status = final(kube, "mongobackups", "nightly", jobs)["status"]
+    assert status["phase"] == "Cancelled", status
+    assert "were deleted" in condition({"status": status}, "Cancelled")["message"]  # type: ignore[index]
+    assert stored_files(store / "nightly") == []
+    jobs_gone(kube)
+    assert [e["reason"] for e in events_of(kube, "nightly")].count("Cancelled") == 1
+
+
+def test_a_cancelled_job_mode_restore_leaves_every_target_as_it_was(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    sync_mongo: MongoClient[Any],
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    kube.apply(backup_object("full", str(tmp_path / "store"), [f"{source_db}.*"]))
+    assert final(kube, "mongobackups", "full", jobs)["status"]["phase"] == "Completed"
+    target = f"{source_db}_t"
+    for coll in ("a", "b"):
+        sync_mongo[target][coll].insert_many([{"_id": i, "old": coll} for i in range(7)])
+    before = {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")}
+
+    marker = pause_at(jobs, "restore.swap@2", tmp_path / "failpoints")  # a swapped in, b not yet
+    kube.apply(
+        restore_object("over", "full", [{"from": f"{source_db}.*", "to": f"{target}.*"}], onConflict="Drop")
+    )
+    reached(marker.with_name("restore.swap"), jobs)
+    cancel(kube, "mongorestores", "over")
+    status = final(kube, "mongorestores", "over", jobs)["status"]
+    assert status["phase"] == "Cancelled", status
+    assert "every target is as it was" in condition({"status": status}, "Cancelled")["message"]  # type: ignore[index]
+    assert {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")} == before
+    assert temporaries(sync_mongo, target) == []
+    assert sync_mongo[JOURNAL_DATABASE][RUNS].count_documents({}) == 0
