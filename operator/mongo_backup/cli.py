@@ -123,6 +123,16 @@ def object_ref(text: str) -> tuple[str, str]:
     return namespace, name
 
 
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return value
+
+
 def log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"unknown log level {text!r}: choose one of {', '.join(LOG_LEVELS)}")
@@ -256,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--runner-image",
         default=os.environ.get("MONGO_BACKUP_RUNNER_IMAGE", ""),
         help="image of runs' Jobs (the operator's own image)",
+    )
+    p.add_argument(
+        "--runner-image-pull-policy",
+        choices=["Always", "IfNotPresent", "Never"],
+        default=os.environ.get("MONGO_BACKUP_RUNNER_PULL_POLICY") or None,
+    )
+    p.add_argument(
+        "--runner-resources",
+        type=json_object,
+        default=os.environ.get("MONGO_BACKUP_RUNNER_RESOURCES") or "{}",
+        metavar="JSON",
+        help='default resources of runs\' containers, e.g. {"limits": {"memory": "2Gi"}}',
     )
 
     p = sub.add_parser("run-one", help="one attempt of a MongoBackup/MongoRestore (in a run's Job pod)")
@@ -574,6 +596,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness or None,
         run_mode=args.run_mode,
         runner_image=args.runner_image or None,
+        runner_image_pull_policy=args.runner_image_pull_policy,
+        runner_resources=args.runner_resources,
     )
     return EXIT_OK
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -73,10 +73,15 @@ def run_operator(
     liveness_endpoint: str | None,
     run_mode: RunMode = "InProcess",
     runner_image: str | None = None,
+    runner_image_pull_policy: str | None = None,
+    runner_resources: Mapping[str, Any] | None = None,
 ) -> None:
     """`mongo-backup run`: reconcile MongoBackup/MongoRestore in `namespaces` (all when empty)."""
     configure_logging(log_format)
     runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs), run_mode=run_mode)
-    if runner_image:
-        runtime.jobs = JobSettings(image=runner_image)
+    runtime.jobs = JobSettings(
+        image=runner_image or runtime.jobs.image,
+        image_pull_policy=runner_image_pull_policy,
+        default_resources=dict(runner_resources or {}),
+    )
     asyncio.run(operate(runtime, namespaces=namespaces or None, liveness_endpoint=liveness_endpoint))
