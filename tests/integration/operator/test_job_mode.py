@@ -21,8 +21,11 @@ from tests.integration.operator.harness import (
     backup_object,
     condition,
     events_of,
+    gone,
+    path_of,
     phase_is,
     restore_object,
+    secret,
     wait_for,
 )
 from tests.integration.operator.test_cancel import cancel, contents, stored_files, temporaries
@@ -280,3 +283,37 @@ def test_a_cancelled_job_mode_restore_leaves_every_target_as_it_was(
     assert {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")} == before
     assert temporaries(sync_mongo, target) == []
     assert sync_mongo[JOURNAL_DATABASE][RUNS].count_documents({}) == 0
+
+
+def test_deleting_a_running_job_mode_backup_stops_its_job_and_deletes_what_it_wrote(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    marker = pause_at(jobs, "backup.data", tmp_path / "failpoints")
+    store = tmp_path / "store"
+    kube.apply(backup_object("doomed", str(store), [f"{source_db}.*"], parallelism=1))
+    reached(marker, jobs)
+    assert stored_files(store / "doomed")
+    kube.api("DELETE", path_of("mongobackups", "doomed"))
+    gone(kube, "mongobackups", "doomed", timeout=60)
+    assert stored_files(store / "doomed") == []
+    assert jobs.runs["default", "doomed-backup-1"].process.poll() is not None
+
+
+def test_an_attempt_the_pod_may_retry_is_retried_by_a_new_job_then_fails(
+    kube: KubeEmulator, jobs: JobRunner, job_mode: OperatorThread, tmp_path: Path
+) -> None:
+    """MongoDB is unreachable: each pod says so and when the next attempt comes; the last fails."""
+    secret(kube, "nowhere", {"uri": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"})
+    kube.apply(backup_object("lost", str(tmp_path), ["db.*"], secret_name="nowhere"))
+    status = final(kube, "mongobackups", "lost", jobs)["status"]
+    assert status["phase"] == "Failed", status
+    assert condition({"status": status}, "Failed")["reason"] == "MongoDBUnreachable"  # type: ignore[index]
+    assert status["attempts"] == 3
+    assert [name for _, name in jobs.started] == ["lost-backup-1", "lost-backup-2", "lost-backup-3"]
+    retrying = [e for e in events_of(kube, "lost") if e["reason"] == "MongoDBUnreachable"]
+    assert len(retrying) == 2 and all("retrying in" in e["message"] for e in retrying), retrying
