@@ -95,6 +95,11 @@ def job(*conditions: tuple[str, str]) -> dict[str, Any]:
             [pod(reason="Evicted", message="low on memory")],
             "PodEvicted",
         ),
+        (
+            job(("Failed", "PodFailurePolicy")),
+            [pod({"exitCode": 143}, conditions=[{"type": "DisruptionTarget", "status": "True"}])],
+            "PodEvicted",
+        ),
         (job(("Failed", "BackoffLimitExceeded")), [pod({"exitCode": 2})], "JobFailed"),
         (job(("Failed", "BackoffLimitExceeded")), [], "JobFailed"),
     ],

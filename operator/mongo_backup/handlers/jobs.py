@@ -18,11 +18,13 @@ does. An operator that merely exits leaves the Job running: the next one adopts 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import kubernetes
 
 from ..api import TERMINAL_PHASES, MongoBackupSpec, MongoRestoreSpec, RunStatus
 from ..runner import BackupJob, Failure, RestoreJob, SecretUnavailable, Waiting
@@ -93,7 +95,7 @@ class JobRun:
                 if cancel.is_set() or not await self._wait_for_inputs(writer, stopped, cancel):
                     return await self._stop(None, stopped, cancel)
                 attempts += 1
-                current = await self._create_job(attempts)
+                current = await self._create_job(writer, attempts)
             name = current["metadata"]["name"]
             end = await self._wait_for_end(name, stopped, cancel)
             if end is None:
@@ -126,7 +128,17 @@ class JobRun:
             if await _wait_any(stopped, cancel, self.settings.wait_interval):
                 return False
 
-    async def _create_job(self, attempt: int) -> dict[str, Any]:
+    async def _create_job(self, writer: StatusWriter, attempt: int) -> dict[str, Any]:
+        try:
+            return await self._create_objects(attempt)
+        except kubernetes.client.ApiException as exc:
+            if exc.status in (400, 403, 422):  # invalid (the runner's tolerations...) or forbidden
+                failure = Failure("JobRejected", f"the API server refused the run's Job: {_api_message(exc)}")
+                await writer.mark_failed(failure, None)
+                raise _Over() from None
+            raise
+
+    async def _create_objects(self, attempt: int) -> dict[str, Any]:
         account = self.spec.runner.service_account_name
         if account is None:
             account = runner_account_name(self.owner)
@@ -252,6 +264,14 @@ class JobRun:
             j for j in jobs if (j.get("metadata") or {}).get("labels", {}).get(UID_LABEL) == self.owner.uid
         ]
         return max(jobs, key=attempt_of, default=None)
+
+
+def _api_message(exc: Any) -> str:
+    """The API server's one-line reason (its Status message), not the whole HTTP exchange."""
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
 
 
 class _Over(Exception):

@@ -312,8 +312,17 @@ def job_end(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobEnd
         )
     if pod is not None:
         pod_status = pod.get("status") or {}
-        if pod_status.get("reason") == "Evicted":
-            why = pod_status.get("message") or "evicted by its node"
+        # evicted by its node (pressure), or disrupted: the eviction API, preemption, a lost node
+        disrupted = next(
+            (
+                c
+                for c in pod_status.get("conditions") or []
+                if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+            ),
+            None,
+        )
+        if pod_status.get("reason") == "Evicted" or disrupted is not None:
+            why = pod_status.get("message") or (disrupted or {}).get("message") or "evicted by its node"
             return JobEnd(False, "PodEvicted", f"{where} was evicted: {why}")
         terminated = _terminated(pod_status)
         code = terminated.get("exitCode")
