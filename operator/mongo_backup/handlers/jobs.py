@@ -130,7 +130,7 @@ class JobRun:
 
     async def _create_job(self, writer: StatusWriter, attempt: int) -> dict[str, Any]:
         try:
-            return await self._create_objects(attempt)
+            return await self._create_objects(writer, attempt)
         except kubernetes.client.ApiException as exc:
             if exc.status in (400, 403, 422):  # invalid (the runner's tolerations...) or forbidden
                 failure = Failure("JobRejected", f"the API server refused the run's Job: {_api_message(exc)}")
@@ -138,7 +138,7 @@ class JobRun:
                 raise _Over() from None
             raise
 
-    async def _create_objects(self, attempt: int) -> dict[str, Any]:
+    async def _create_objects(self, writer: StatusWriter, attempt: int) -> dict[str, Any]:
         account = self.spec.runner.service_account_name
         if account is None:
             account = runner_account_name(self.owner)
@@ -172,6 +172,7 @@ class JobRun:
             run_args=run_args,
         )
         name = manifest["metadata"]["name"]
+        await writer.mark_attempt(attempt)  # before the Job: its pod writes after this, never before
         if not await self.kube.create(manifest):
             self.logger.info("Job %s exists already: adopting it", name)
         else:

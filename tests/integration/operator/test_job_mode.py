@@ -212,6 +212,7 @@ def test_an_attempt_over_its_deadline_fails_with_deadline_exceeded(
     assert failed is not None and failed["reason"] == "DeadlineExceeded", status["conditions"]
     assert "activeDeadlineSeconds" in status["error"] and "slow-backup-3-" in status["error"]
     # retried under the retry delays (two of them in these tests), each by a Job of its own
+    assert status["attempts"] == 3
     assert [name for _, name in jobs.started] == ["slow-backup-1", "slow-backup-2", "slow-backup-3"]
     assert not list((tmp_path / "store" / "slow").rglob("*.bson.zst")), "a stopped attempt left data"
 
