@@ -81,7 +81,8 @@ def operator_requests(kube: KubeEmulator) -> list[ApiRequest]:
 
 
 def run_job_flows(kube: KubeEmulator, jobs: JobRunner, dbname: str, path: Path) -> None:
-    """The same in Job mode, and a cancel (the operator deletes the running Job)."""
+    """The same in Job mode, a cancel (the operator deletes the running Job) and a pod that
+    dies (the operator reads it for the reason)."""
     kube.apply(backup_object("jobbed", str(path), [f"{dbname}.*"]))
     assert wait_for(kube, "mongobackups", "jobbed", FINAL)["status"]["phase"] == "Completed", jobs.logs()
     kube.apply(restore_object("jobbed", "jobbed", [{"from": f"{dbname}.*", "to": f"{dbname}_j.*"}]))
@@ -103,6 +104,15 @@ def run_job_flows(kube: KubeEmulator, jobs: JobRunner, dbname: str, path: Path) 
         "application/merge-patch+json",
     )
     assert wait_for(kube, "mongobackups", "cancelled", FINAL)["status"]["phase"] == "Cancelled"
+    # a pod killed as by the OOM killer: the operator reads the pod for why, and retries
+    (path / "failpoints" / "backup.data").unlink(missing_ok=True)
+    kube.apply(backup_object("killed", str(path), [f"{dbname}.*"]))
+    while not (path / "failpoints" / "backup.data").exists():
+        assert time.monotonic() < deadline + 60, jobs.logs()
+        time.sleep(0.05)
+    jobs.extra_env = {}
+    jobs.kill("killed-backup-1")
+    assert wait_for(kube, "mongobackups", "killed", FINAL)["status"]["phase"] == "Completed", jobs.logs()
 
 
 def run_flows(kube: KubeEmulator, mongo_uri: str, dbname: str, path: Path) -> None:

@@ -31,7 +31,7 @@ from ..runner import Failure, SecretUnavailable, Waiting, drive
 from ..runner.jobspec import Owner
 from ..runner.lifecycle import Job, Outcome
 from ..runner.status import StatusWriter
-from .jobs import JobRun, run_as_jobs
+from .jobs import JobRun, run_as_jobs, run_mode_of
 from .link import ResourceLink
 from .runtime import Runtime
 from .settings import runtime_of
@@ -70,8 +70,8 @@ async def run_daemon(
     try:
         if cancel_requested(meta):  # after registering: a request between the two is not lost
             cancel.set()
-        if (getattr(spec, "run_mode", None) or runtime.run_mode) == "Job":
-            owner = Owner(resource.kind, plural, link.namespace, link.name, uid)
+        owner = Owner(resource.kind, plural, link.namespace, link.name, uid)
+        if await run_mode_of(spec, status, owner, runtime) == "Job":
             run = JobRun(link, owner, spec, job, resource.status_model, runtime, logger)  # type: ignore[arg-type]
             stopped_writer = await run_as_jobs(run, writer, status, stopped, cancel)
             if stopped_writer is not None and stopped_writer.phase not in TERMINAL_PHASES:

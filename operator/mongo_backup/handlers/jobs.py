@@ -30,6 +30,7 @@ from ..api import TERMINAL_PHASES, MongoBackupSpec, MongoRestoreSpec, RunStatus
 from ..runner import BackupJob, Failure, RestoreJob, SecretUnavailable, Waiting
 from ..runner.jobspec import (
     EXIT_RETRY,
+    JOB_NAME_LABEL,
     UID_LABEL,
     JobEnd,
     JobSettings,
@@ -195,8 +196,10 @@ class JobRun:
             body = await self.kube.read_job(self.owner.namespace, name)
             if body is None:
                 return JobEnd(False, "JobFailed", f"Job {name} was deleted before it ended")
-            pods = await self.kube.list_pods(self.owner.namespace, f"batch.kubernetes.io/job-name={name}")
-            end = job_end(body, pods)
+            end = job_end(body, [])
+            if end is not None and not end.succeeded:  # its pod says why (read only then)
+                pods = await self.kube.list_pods(self.owner.namespace, f"{JOB_NAME_LABEL}={name}")
+                end = job_end(body, pods)
             if end is not None:
                 return end
             if await _wait_any(stopped, cancel, self.settings.wait_interval):
@@ -265,6 +268,19 @@ class JobRun:
             j for j in jobs if (j.get("metadata") or {}).get("labels", {}).get(UID_LABEL) == self.owner.uid
         ]
         return max(jobs, key=attempt_of, default=None)
+
+
+async def run_mode_of(spec: Any, status: Mapping[str, Any], owner: Owner, runtime: Runtime) -> str:
+    """The object's runMode, else the operator's; but a run whose Job still runs (the
+    operator's setting changed while it ran) stays a Job: two live attempts must never be."""
+    mode = getattr(spec, "run_mode", None)
+    if mode is not None:
+        return str(mode)
+    if runtime.run_mode != "Job" and status.get("phase") == "Running" and runtime.kube is not None:
+        jobs = await runtime.kube.list_jobs(owner.namespace, f"{UID_LABEL}={owner.uid}")
+        if any(job_end(job, []) is None for job in jobs):
+            return "Job"
+    return runtime.run_mode
 
 
 def _api_message(exc: Any) -> str:

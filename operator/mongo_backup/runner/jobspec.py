@@ -171,6 +171,8 @@ def job_manifest(
         container["resources"] = resources or dict(settings.default_resources)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        # after SIGTERM (a cancel), the run undoes what it wrote: a restore's rollback takes time
+        "terminationGracePeriodSeconds": 120,
         "serviceAccountName": service_account,
         "automountServiceAccountToken": True,
         "securityContext": RESTRICTED_POD,

@@ -217,15 +217,19 @@ def test_an_attempt_over_its_deadline_fails_with_deadline_exceeded(
     assert not list((tmp_path / "store" / "slow").rglob("*.bson.zst")), "a stopped attempt left data"
 
 
+@pytest.mark.parametrize("restarted_as", ["Job", "InProcess"])
 def test_an_operator_restarted_while_a_job_runs_adopts_it(
-    kube: KubeEmulator, jobs: JobRunner, mongo_secret: str, source_db: str, tmp_path: Path
+    kube: KubeEmulator, jobs: JobRunner, mongo_secret: str, source_db: str, tmp_path: Path, restarted_as: str
 ) -> None:
+    """Also when the operator's setting changed meanwhile: a run never has two live attempts."""
     marker = pause_at(jobs, "backup.data", tmp_path / "failpoints")
     with job_operator(kube):
         kube.apply(backup_object("steady", str(tmp_path / "store"), [f"{source_db}.*"], parallelism=1))
         reached(marker, jobs)
     assert wait_for(kube, "mongobackups", "steady", phase_is("Running"))["status"]["attempts"] == 1
-    with job_operator(kube):
+    restarted = OperatorThread(kube.url)
+    restarted.runtime.run_mode = restarted_as  # type: ignore[assignment]
+    with restarted:
         marker.unlink()  # the Job's pod goes on, under the new operator
         status = final(kube, "mongobackups", "steady", jobs)["status"]
     assert status["phase"] == "Completed", status
