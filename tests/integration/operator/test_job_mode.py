@@ -4,6 +4,7 @@ test stand-in (tests/support/job_runner.py) runs each Job's command as a local p
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -322,3 +323,35 @@ def test_an_attempt_the_pod_may_retry_is_retried_by_a_new_job_then_fails(
     assert [name for _, name in jobs.started] == ["lost-backup-1", "lost-backup-2", "lost-backup-3"]
     retrying = [e for e in events_of(kube, "lost") if e["reason"] == "MongoDBUnreachable"]
     assert len(retrying) == 2 and all("retrying in" in e["message"] for e in retrying), retrying
+
+
+def test_a_job_mode_run_shows_its_progress_while_it_runs(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    """Held at its second collection: the first one's documents are in status.progress."""
+    marker = pause_at(jobs, "backup.data@2", tmp_path / "failpoints")
+    kube.apply(backup_object("watched", str(tmp_path / "store"), [f"{source_db}.*"], parallelism=1))
+    reached(marker.with_name("backup.data"), jobs)
+
+    def progressed(obj: dict[str, Any]) -> bool:
+        progress = (obj.get("status") or {}).get("progress") or {}
+        return obj["status"].get("phase") == "Running" and (progress.get("documentsDone") or 0) >= 200
+
+    running = wait_for(kube, "mongobackups", "watched", progressed, what="progress of the first collection")
+    assert running["status"]["progress"]["documentsTotal"] == 400
+    marker.with_name("backup.data").unlink()
+    assert final(kube, "mongobackups", "watched", jobs)["status"]["phase"] == "Completed"
+    assert mongo_secret_value_absent(jobs, kube)
+
+
+def mongo_secret_value_absent(jobs: JobRunner, kube: KubeEmulator) -> bool:
+    """The pod's own output never shows the connection string."""
+    uri = base64.b64decode(
+        kube.api("GET", "/api/v1/namespaces/default/secrets/mongo")["data"]["uri"]
+    ).decode()
+    return uri not in jobs.logs()
