@@ -126,6 +126,23 @@ def http_url(text: str) -> str:
     return text
 
 
+def object_ref(text: str) -> tuple[str, str]:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return value
+
+
 def log_level(text: str) -> str:
     if text.upper() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"unknown log level {text!r}: choose one of {', '.join(LOG_LEVELS)}")
@@ -273,6 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MONGO_BACKUP_METRICS_PORT", str(DEFAULT_METRICS_PORT)),
         help=f"serve Prometheus metrics on GET :PORT/metrics (default {DEFAULT_METRICS_PORT}; 0 = off)",
     )
+    p.add_argument(
+        "--run-mode",
+        choices=["Job", "InProcess"],
+        default=os.environ.get("MONGO_BACKUP_RUN_MODE", "InProcess"),
+        help="where runs execute unless their object says (spec.runMode): a Job each, or in this process",
+    )
+    p.add_argument(
+        "--runner-image",
+        default=os.environ.get("MONGO_BACKUP_RUNNER_IMAGE", ""),
+        help="image of runs' Jobs (the operator's own image)",
+    )
+    p.add_argument(
+        "--runner-image-pull-policy",
+        choices=["Always", "IfNotPresent", "Never"],
+        default=os.environ.get("MONGO_BACKUP_RUNNER_PULL_POLICY") or None,
+    )
+    p.add_argument(
+        "--runner-resources",
+        type=json_object,
+        default=os.environ.get("MONGO_BACKUP_RUNNER_RESOURCES") or "{}",
+        metavar="JSON",
+        help='default resources of runs\' containers, e.g. {"limits": {"memory": "2Gi"}}',
+    )
+
+    p = sub.add_parser("run-one", help="one attempt of a MongoBackup/MongoRestore (in a run's Job pod)")
+    p.add_argument("kind", choices=["backup", "restore"])
+    p.add_argument("object", type=object_ref, metavar="NAMESPACE/NAME")
+    p.add_argument("--attempt", type=positive_int, required=True, help="the attempt's number (1, 2, ...)")
+    p.add_argument("--retry-in", type=float, help="seconds before the next attempt (none: the last one)")
+    p.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress patches")
+    p.add_argument("--mongo-timeout-ms", type=positive_int, default=20_000)
 
     sub.add_parser("demo", help="run the operator end to end on embedded local servers")
     return parser
@@ -605,10 +653,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_concurrent_runs=args.max_concurrent_runs,
             liveness_endpoint=args.liveness or None,
             metrics_port=args.metrics_port or None,
+            run_mode=args.run_mode,
+            runner_image=args.runner_image or None,
+            runner_image_pull_policy=args.runner_image_pull_policy,
+            runner_resources=args.runner_resources,
         )
     except MetricsUnavailable as exc:
         raise UsageError(f"--metrics-port: {exc} (choose another port, or 0 to serve no metrics)") from None
     return EXIT_OK
+
+
+def cmd_run_one(args: argparse.Namespace) -> int:
+    from .handlers.pod import run_one
+    from .runner import RunnerSettings
+
+    namespace, name = args.object
+    settings = RunnerSettings(
+        progress_interval=args.progress_interval, mongo_timeout_ms=args.mongo_timeout_ms
+    )
+    return asyncio.run(run_one(args.kind, namespace, name, args.attempt, args.retry_in, settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -660,6 +723,7 @@ _ASYNC_COMMANDS: dict[
 _SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "crds": cmd_crds,
     "run": cmd_run,
+    "run-one": cmd_run_one,
     "demo": cmd_demo,
 }
 

@@ -308,6 +308,8 @@ class RunSeries:
         self.namespace = namespace
         self.name = name
         self.schedule = schedule
+        #: a final phase was recorded through this series (by whoever wrote or read it)
+        self.finished = False
 
     def started(self) -> None:
         """An attempt started."""
@@ -345,6 +347,7 @@ class RunSeries:
     def cancelled(self, duration_seconds: float | None) -> None:
         """A user cancelled the run: counted by its result, neither a success nor a failure
         (of the object, nor of its schedule)."""
+        self.finished = True
         labels = self._labels()
         self.metrics.in_progress.labels(*labels).set(0)
         if duration_seconds is not None:
@@ -352,6 +355,7 @@ class RunSeries:
         self.metrics.runs.labels(*labels, "cancelled").inc()
 
     def _finished(self, result: Result, at: float | None, duration: float | None, count: bool) -> None:
+        self.finished = True
         m = self.metrics
         labels = self._labels()
         when = m.clock() if at is None else at

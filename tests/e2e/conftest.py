@@ -102,6 +102,9 @@ def operator(cluster: Cluster, operator_image: str) -> Iterator[str]:
     values = {
         "image": {"repository": IMAGE_REPOSITORY, "tag": IMAGE_TAG, "pullPolicy": "Never"},
         "logFormat": "plain",
+        # the PVC below is in the operator's namespace: only in-process runs can mount it (the
+        # Job-mode test brings a PVC of its own, in the objects' namespace)
+        "runMode": "InProcess",
         "extraVolumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": BACKUP_PVC}}],
         "extraVolumeMounts": [{"name": "backups", "mountPath": BACKUP_MOUNT}],
     }

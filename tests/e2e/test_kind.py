@@ -310,6 +310,61 @@ def test_backup_restore_verify_and_cleanup_on_kind(cluster: Cluster, operator: s
     assert snapshot(cluster, "shop_restored")["orders"]["count"] == ORDERS
 
 
+def test_the_same_flow_in_job_mode_on_kind(cluster: Cluster, operator: str, mongodb: str) -> None:
+    """Each run a Job of its own in the objects' namespace, with a PVC mounted at the path."""
+    source = snapshot(cluster, "shop")
+    uri_ref = {"name": mongodb, "key": "uri"}
+    volume = {"persistentVolumeClaim": {"claimName": "job-backups"}}
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "job-backups", "namespace": DATA_NAMESPACE},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+        {
+            "apiVersion": "mongobackup.io/v1alpha1",
+            "kind": "MongoBackup",
+            "metadata": {"name": "job-backup", "namespace": DATA_NAMESPACE},
+            "spec": {
+                "runMode": "Job",
+                "runner": {"resources": {"limits": {"memory": "1Gi"}}, "activeDeadlineSeconds": 600},
+                "mongodb": {"uriSecretRef": uri_ref},
+                "storage": {"filesystem": {"path": BACKUP_MOUNT, "volume": volume}},
+                "namespaces": {"include": ["shop.*"]},
+            },
+        },
+    )
+    backup = wait_for_phase(cluster, "mongobackup", "job-backup", "Completed")["status"]
+    assert backup["documents"] == ORDERS + 2 and backup["attempts"] == 1
+    job = json.loads(cluster.kubectl("get", "job", "job-backup-backup-1", "-n", DATA_NAMESPACE, "-o", "json"))
+    assert job["status"].get("succeeded") == 1
+
+    cluster.apply(
+        {
+            "apiVersion": "mongobackup.io/v1alpha1",
+            "kind": "MongoRestore",
+            "metadata": {"name": "job-restore", "namespace": DATA_NAMESPACE},
+            "spec": {
+                "runMode": "Job",
+                "backupRef": {"name": "job-backup"},
+                "mongodb": {"uriSecretRef": uri_ref},
+                "rename": [{"from": "shop.*", "to": "shop_jobs.*"}],
+            },
+        }
+    )
+    restore = wait_for_phase(cluster, "mongorestore", "job-restore", "Completed")
+    assert condition(restore, "Verified")["status"] == "True"
+    assert snapshot(cluster, "shop_jobs") == source
+    # deleting the objects deletes their Jobs, ServiceAccounts, Roles and RoleBindings (owned)
+    cluster.kubectl(
+        "delete", "mongorestore", "job-restore", "-n", DATA_NAMESPACE, "--timeout=120s", timeout=180
+    )
+    cluster.kubectl(
+        "delete", "mongobackup", "job-backup", "-n", DATA_NAMESPACE, "--timeout=120s", timeout=180
+    )
+
+
 def test_helm_uninstall_removes_the_operator_and_keeps_the_crds(cluster: Cluster, operator: str) -> None:
     import helm_python as helm
 

@@ -139,6 +139,16 @@ def test_camel_case_round_trip() -> None:
         "compression": {"type": "gzip", "level": 9},
         "namespaces": {"include": ["shop.*"], "exclude": ["shop.tmp_*"]},
         "parallelism": 2,
+        "runMode": "Job",
+        "runner": {
+            "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"pool": "backups"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {}},
+            "priorityClassName": "low",
+            "serviceAccountName": "backups",
+            "activeDeadlineSeconds": 3600,
+        },
         "deletionPolicy": "Delete",
     }
     spec = parse_spec(MongoBackupSpec, body(**written))

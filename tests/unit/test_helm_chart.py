@@ -438,3 +438,24 @@ def test_dashboard_configmap_carries_the_grafana_sidecar_label(chart: helm.Chart
     assert (CHART / "dashboards" / "mongo-backup-operator.json").read_text().strip() == configmap["data"][
         "mongo-backup-operator.json"
     ].strip()
+
+
+APP_VERSION = yaml.safe_load((ROOT / "helm" / "mongo-backup-operator" / "Chart.yaml").read_text())[
+    "appVersion"
+]
+
+
+def test_runs_are_jobs_of_the_operators_own_image_by_default(chart: helm.Chart) -> None:
+    def env(values: dict[str, Any] | None = None) -> dict[str, str]:
+        objects, _ = render(chart, values)
+        (container,) = deployment_of(objects)["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    default = env()
+    assert default["MONGO_BACKUP_RUN_MODE"] == "Job"
+    assert default["MONGO_BACKUP_RUNNER_IMAGE"] == f"mongo-backup-operator:{APP_VERSION}"
+    assert json.loads(default["MONGO_BACKUP_RUNNER_RESOURCES"])["limits"] == {"memory": "2Gi"}
+    custom = env({"image": {"repository": "reg/op", "tag": "1.2"}, "runMode": "InProcess"})
+    assert custom["MONGO_BACKUP_RUN_MODE"] == "InProcess"
+    assert custom["MONGO_BACKUP_RUNNER_IMAGE"] == "reg/op:1.2"
+    assert env({"runner": {"image": "reg/runner:2"}})["MONGO_BACKUP_RUNNER_IMAGE"] == "reg/runner:2"

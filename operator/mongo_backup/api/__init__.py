@@ -35,6 +35,7 @@ from .restore import (
     RestoreSource,
     Verification,
 )
+from .runner import RUN_MODES, ResourceRequirements, RunMode, RunnerSpec
 from .schedule import (
     MONGO_BACKUP_SCHEDULE,
     SCHEDULE_LABEL,
@@ -59,6 +60,7 @@ __all__ = [
     "MONGO_BACKUP_SCHEDULE",
     "MONGO_RESTORE",
     "RESOURCES",
+    "RUN_MODES",
     "SCHEDULE_LABEL",
     "TERMINAL_PHASES",
     "AzureStorage",
@@ -82,10 +84,13 @@ __all__ = [
     "NamespaceRename",
     "Phase",
     "Progress",
+    "ResourceRequirements",
     "RestoreSource",
     "RetentionReport",
     "RetentionSpec",
+    "RunMode",
     "RunStatus",
+    "RunnerSpec",
     "S3Storage",
     "SecretKeyRef",
     "SecretRef",

@@ -17,6 +17,7 @@ from .common import (
     StorageSpec,
     parallelism_field,
 )
+from .runner import RunMode, RunnerSpec, runmode_field
 
 
 class MongoBackupSpec(SpecModel):
@@ -32,6 +33,10 @@ class MongoBackupSpec(SpecModel):
         description="Which namespaces to back up; all user databases by default.",
     )
     parallelism: int = parallelism_field()
+    run_mode: RunMode | None = runmode_field()
+    runner: RunnerSpec = Field(
+        default_factory=RunnerSpec, description="The run's pod in Job mode: resources and placement."
+    )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
         description=(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "mongobackup.io"
@@ -38,6 +38,14 @@ PATH_MAX = 1024
 PATTERNS_MAX = 100
 #: mongodump namespace pattern: a database part without dots, a dot, a collection part
 NAMESPACE_PATTERN = r"^[^.\s/\\$\"]+\.\S+$"
+
+
+#: a Kubernetes object kept as written (a volume source, a toleration: the API server checks
+#: it when the run's Job is created; its full schema would only bloat the CRDs)
+KubeObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
 
 
 class SpecModel(BaseModel):
@@ -88,6 +96,14 @@ class FilesystemStorage(SpecModel):
         description=(
             "Absolute directory in the operator's pod, usually a mounted PersistentVolumeClaim; "
             "a backup is written to <path>/<backup name>/."
+        ),
+    )
+    volume: KubeObject | None = Field(
+        default=None,
+        description=(
+            "In Job mode: the volume (any pod volume source, e.g. {persistentVolumeClaim: "
+            "{claimName: backups}}) that the run's pod mounts at `path`. A ReadWriteMany claim "
+            "lets runs go to any node."
         ),
     )
 

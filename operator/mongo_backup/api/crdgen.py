@@ -32,6 +32,7 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "required",
     "properties",
     "additionalProperties",
@@ -39,6 +40,8 @@ _KEY_ORDER = (
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
 )
 _DROPPED = frozenset({"title"})
 
@@ -71,7 +74,7 @@ def to_structural(node: dict[str, Any], defs: dict[str, Any], where: str = "") -
     unknown = set(node) - set(_KEY_ORDER) - _DROPPED
     if unknown:
         raise SchemaError(f"{where or 'schema'}: keywords not supported in CRDs: {sorted(unknown)}")
-    if "type" not in node:
+    if "type" not in node and not node.get("x-kubernetes-int-or-string"):
         raise SchemaError(f"{where or 'schema'}: no type (structural schemas need one on every node)")
     out: dict[str, Any] = {}
     for key in _KEY_ORDER:

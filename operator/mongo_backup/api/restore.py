@@ -19,6 +19,7 @@ from .common import (
     StorageSpec,
     parallelism_field,
 )
+from .runner import RunMode, RunnerSpec, runmode_field
 
 
 class BackupRef(SpecModel):
@@ -106,6 +107,10 @@ class MongoRestoreSpec(SpecModel):
         description="Compare every restored collection with the backup's manifest (counts and digest).",
     )
     parallelism: int = parallelism_field()
+    run_mode: RunMode | None = runmode_field()
+    runner: RunnerSpec = Field(
+        default_factory=RunnerSpec, description="The run's pod in Job mode: resources and placement."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

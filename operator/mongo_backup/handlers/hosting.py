@@ -29,9 +29,12 @@ from ..api import (
 )
 from ..metrics import SCHEDULE_LABEL, Metrics, RunKind, RunSeries
 from ..runner import Failure, SecretUnavailable, Waiting, drive
+from ..runner.jobspec import Owner
 from ..runner.lifecycle import Job, Outcome
 from ..runner.status import StatusWriter
+from .jobs import JobRun, run_as_jobs, run_mode_of
 from .link import ResourceLink
+from .recording import record_final
 from .runtime import Runtime
 from .settings import runtime_of
 
@@ -72,11 +75,26 @@ async def run_daemon(
     try:
         if cancel_requested(meta):  # after registering: a request between the two is not lost
             cancel.set()
+        owner = Owner(resource.kind, plural, link.namespace, link.name, uid)
+        if await run_mode_of(spec, status, owner, runtime) == "Job":
+            run = JobRun(link, owner, spec, job, resource.status_model, runtime, logger)  # type: ignore[arg-type]
+            try:
+                stopped_writer = await run_as_jobs(run, writer, status, stopped, cancel)
+            finally:
+                # The pod writes the final phase, and Kopf stops this daemon as soon as it sees it
+                # (the object is no longer runnable): the metrics are recorded from it here.
+                final = dict(body.get("status") or {})
+                if not series.finished and final.get("phase") in TERMINAL_PHASES:
+                    record_final(series, final, count=True)
+            if stopped_writer is not None and stopped_writer.phase not in TERMINAL_PHASES:
+                await _cancel_unstarted(job, stopped_writer, {"phase": stopped_writer.phase}, logger)
+            return
         if cancel.is_set():
             await _cancel_unstarted(job, writer, status, logger)
             return
-        run = drive(job, writer, status, runtime.settings, runtime.slots)
-        left = await host(run, stopped, logger, cancel)
+        left = await host(
+            drive(job, writer, status, runtime.settings, runtime.slots), stopped, logger, cancel
+        )
         if left is not None and writer.phase not in TERMINAL_PHASES:
             if not left:  # stopped between the engine's steps, or before any attempt
                 left = NOT_STARTED if writer.started is None else "it was stopped before it wrote anything"

@@ -20,13 +20,17 @@ from ..api import API_GROUP, API_VERSION
 
 
 class KubeApi:
-    def __init__(self, configuration: Any) -> None:
+    def __init__(self, configuration: Any, user_agent: str | None = None) -> None:
         self._client = kubernetes.client.ApiClient(configuration)
+        if user_agent:
+            self._client.user_agent = user_agent
         self._core = kubernetes.client.CoreV1Api(self._client)
         self._custom = kubernetes.client.CustomObjectsApi(self._client)
+        self._batch = kubernetes.client.BatchV1Api(self._client)
+        self._rbac = kubernetes.client.RbacAuthorizationV1Api(self._client)
 
     @classmethod
-    def from_environment(cls) -> KubeApi:
+    def from_environment(cls, user_agent: str | None = None) -> KubeApi:
         """As Kopf logs in: the pod's service account, else the kubeconfig ($KUBECONFIG)."""
         configuration = kubernetes.client.Configuration()
         config: Any = kubernetes.config  # its loaders carry no type hints
@@ -34,7 +38,7 @@ class KubeApi:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)
-        return cls(configuration)
+        return cls(configuration, user_agent)
 
     @classmethod
     def for_server(cls, server: str) -> KubeApi:
@@ -122,3 +126,54 @@ class KubeApi:
             {"status": dict(patch)},
             _preload_content=False,
         )
+
+    # ----- Job mode ---------------------------------------------------------------------------
+
+    async def create(self, obj: Mapping[str, Any]) -> bool:
+        """Create a Job, ServiceAccount, Role, RoleBinding or Event; False when it exists."""
+        namespace = obj["metadata"]["namespace"]
+        methods: dict[str, Callable[..., Any]] = {
+            "Job": self._batch.create_namespaced_job,
+            "ServiceAccount": self._core.create_namespaced_service_account,
+            "Role": self._rbac.create_namespaced_role,
+            "RoleBinding": self._rbac.create_namespaced_role_binding,
+            "Event": self._core.create_namespaced_event,
+        }
+        method = methods[obj["kind"]]
+        try:
+            await asyncio.to_thread(method, namespace, dict(obj), _preload_content=False)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._read_json(self._batch.read_namespaced_job, name, namespace)
+
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await self._list_json(self._batch.list_namespaced_job, namespace, label_selector)
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await self._list_json(self._core.list_namespaced_pod, namespace, label_selector)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, first, its pods (foreground: the Job is gone once they are)."""
+        try:
+            await asyncio.to_thread(
+                self._batch.delete_namespaced_job,
+                name,
+                namespace,
+                body=kubernetes.client.V1DeleteOptions(propagation_policy="Foreground"),
+                _preload_content=False,
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def _list_json(
+        self, method: Callable[..., Any], namespace: str, selector: str
+    ) -> list[dict[str, Any]]:
+        response = await asyncio.to_thread(method, namespace, label_selector=selector, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items

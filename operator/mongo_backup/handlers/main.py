@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
+from ..api.runner import RunMode
 from ..redact import install_log_redaction
 from ..runner import RunnerSettings
+from ..runner.jobspec import JobSettings
 from . import backup, metrics, restore, schedule, settings  # noqa: F401 - importing registers the handlers
 from .runtime import Runtime
 
@@ -80,11 +82,20 @@ def run_operator(
     max_concurrent_runs: int,
     liveness_endpoint: str | None,
     metrics_port: int | None = None,
+    run_mode: RunMode = "InProcess",
+    runner_image: str | None = None,
+    runner_image_pull_policy: str | None = None,
+    runner_resources: Mapping[str, Any] | None = None,
 ) -> None:
     """`mongo-backup run`: reconcile MongoBackup/MongoRestore in `namespaces` (all when empty);
     serve /metrics on `metrics_port` (None: not served)."""
     configure_logging(log_format)
-    runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs))
+    runtime = Runtime(settings=RunnerSettings(max_concurrent_runs=max_concurrent_runs), run_mode=run_mode)
+    runtime.jobs = JobSettings(
+        image=runner_image or runtime.jobs.image,
+        image_pull_policy=runner_image_pull_policy,
+        default_resources=dict(runner_resources or {}),
+    )
     asyncio.run(
         operate(
             runtime,

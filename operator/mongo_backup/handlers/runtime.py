@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..api.runner import RunMode
 from ..metrics import Metrics, MetricsServer
 from ..runner import RunnerSettings, Slots
+from ..runner.jobspec import JobSettings
 from .kube import KubeApi
 
 
@@ -25,6 +27,10 @@ class Runtime:
     server: str | None = None
     slots: Slots | None = None
     kube: KubeApi | None = None
+    #: where runs execute when their object does not say (spec.runMode)
+    run_mode: RunMode = "InProcess"
+    #: how Job-mode runs' Jobs are made (image, default resources)
+    jobs: JobSettings = field(default_factory=JobSettings)
     #: the runs hosted here, by object uid: set when a user asks to cancel one (annotation)
     cancels: dict[str, asyncio.Event] = field(default_factory=dict)
     #: served on /metrics by `operate` when it is given a metrics port

@@ -55,6 +55,11 @@ class RestoreJob:
         self._backup_label = ""
         self._backup_status: dict[str, Any] = {}
 
+    @property
+    def storage(self) -> StorageSpec | None:
+        """The storage of the backup to restore, once `prepare` found it."""
+        return self._storage
+
     async def prepare(self) -> None:
         if self.spec.backup_ref is not None:
             await self._find_backup(self.spec.backup_ref.name)

@@ -93,6 +93,13 @@ class StatusWriter:
             self.series.stopped()
         await self._patch({"phase": "Pending", "error": message})
 
+    async def mark_attempt(self, attempt: int) -> None:
+        """Job mode: attempt `attempt` is about to get its Job (its pod marks it Running), so
+        that `attempts` counts it even when its pod dies before it starts."""
+        if self.series is not None:
+            self.series.started()
+        await self._patch({"attempts": attempt})
+
     async def mark_running(self, attempt: int, *, resumed: bool = False) -> None:
         self.started = time.monotonic()
         self._condition("Ready", "True", "InputsResolved", "")

@@ -1,0 +1,34 @@
+"""A run's final phase, read from its status, recorded in its metrics series: for runs whose
+status this process did not write itself (a Job's pod wrote it, or an earlier operator)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..metrics import RunSeries
+
+
+def record_final(series: RunSeries, status: Mapping[str, Any], *, count: bool) -> None:
+    """`count=False`: only the gauges (an object that finished before this process started)."""
+    phase = status.get("phase")
+    completed = _timestamp(status.get("completedAt"))
+    started = _timestamp(status.get("startedAt"))
+    duration = completed - started if completed is not None and started is not None else None
+    if phase == "Completed":
+        series.succeeded(duration, status.get("storedBytes"), status.get("documents"), completed, count=count)
+    elif phase == "Failed":
+        series.failed(duration, completed, count=count)
+    elif phase == "Cancelled" and count:
+        series.cancelled(duration)
+
+
+def _timestamp(value: Any) -> float | None:
+    """A status time (RFC 3339, e.g. 2026-12-05T10:00:00Z) as Unix time; None when absent."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
