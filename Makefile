@@ -19,15 +19,16 @@ $(NODE_STAMP): package.json
 	@if command -v npm >/dev/null; then npm install --no-audit --no-fund --silent && touch $(NODE_STAMP); \
 	else echo "npm not found: Azure Blob tests will be skipped"; fi
 
+# The demo and the test stand-ins live in demo/, beside the product: never in the wheel.
 demo: $(STAMP)
-	$(BIN)/mongo-backup demo
+	PYTHONPATH=demo $(BIN)/python -m mongo_backup_demo
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator demo tests bench
+	$(BIN)/ruff format --check operator demo tests bench
 	$(BIN)/mypy
 
 check: test lint

@@ -1,4 +1,4 @@
-"""`mongo-backup`: backup, restore, verify, ls, prune; crds; run (the operator); demo.
+"""`mongo-backup`: backup, restore, verify, drill, ls, prune; crds; run (the operator); run-one.
 
 Exit codes (stable, for scripts):
   0 success · 1 failed · 2 bad usage or input · 3 restore conflict · 4 integrity problem
@@ -322,7 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-interval", type=float, default=5.0, help="seconds between progress patches")
     p.add_argument("--mongo-timeout-ms", type=positive_int, default=20_000)
 
-    sub.add_parser("demo", help="run the operator end to end on embedded local servers")
     return parser
 
 
@@ -674,12 +673,6 @@ def cmd_run_one(args: argparse.Namespace) -> int:
     return asyncio.run(run_one(args.kind, namespace, name, args.attempt, args.retry_in, settings))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return int(run_demo())
-
-
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.json:
         _emit(sys.stdout, text)
@@ -724,7 +717,6 @@ _SYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "crds": cmd_crds,
     "run": cmd_run,
     "run-one": cmd_run_one,
-    "demo": cmd_demo,
 }
 
 

@@ -25,7 +25,7 @@ from mongo_backup.engine import BackupOptions, run_backup, verify_backup
 from mongo_backup.engine.failpoints import armed
 from mongo_backup.engine.lock import LockInfo
 from mongo_backup.storage import StorageAccessDenied, open_storage
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import FAST, GROUP_VERSION, OperatorThread, backup_object, secret
 from tests.integration.storage.conftest import (  # noqa: F401 - fixtures of the storage emulators
     azure_backend,

@@ -16,7 +16,7 @@ import pytest
 from pymongo import MongoClient
 
 from mongo_backup.engine.uri import hosts_part
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import FAST, OperatorThread, backup_object, events_of, get, secret
 from tests.support.cli_run import CliResult, run_cli
 

@@ -1,4 +1,4 @@
-"""The Kubernetes API emulator (kmock 0.8 + mongo_backup.testing.kube) serves what the operator,
+"""The Kubernetes API emulator (kmock 0.8 + mongo_backup_demo.kube) serves what the operator,
 kubectl and the kubernetes client need. Each test proves one or more of TESTING.md's gaps fixed."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 import pytest
 
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 
 GROUP, VERSION = "mongobackup.io", "v1alpha1"
 BACKUPS = f"/apis/{GROUP}/{VERSION}/namespaces/default/mongobackups"

@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from mongo_backup.api import CANCEL_ANNOTATION
 from mongo_backup.handlers.pod import RUNNER_AGENT
-from mongo_backup.testing.kube import ApiRequest, KubeEmulator
+from mongo_backup_demo.kube import ApiRequest, KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mongo_backup.testing.kube import KubeApiError, KubeEmulator
+from mongo_backup_demo.kube import KubeApiError, KubeEmulator
 
 JOBS = "/apis/batch/v1/jobs"
 FOREGROUND = "foregroundDeletion"

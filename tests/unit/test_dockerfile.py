@@ -242,3 +242,32 @@ def test_no_test_only_package_is_installed(installed: InstalledImage) -> None:
     names = {p["name"].lower() for p in json.loads(result.stdout)}
     assert "mongo-backup-operator" in names
     assert names.isdisjoint(TEST_ONLY), f"test-only packages in the image: {names & TEST_ONLY}"
+
+
+def test_the_demo_and_the_test_stand_ins_are_not_in_the_wheel(installed: InstalledImage) -> None:
+    """The emulator layer, the in-thread operator and the demo live in demo/, not in the product."""
+    probe = (
+        "import importlib.util as u, mongo_backup, pathlib; "
+        "root = pathlib.Path(mongo_backup.__file__).parent; "
+        "print(sorted(str(p.relative_to(root)) for p in root.rglob('*.py')))"
+    )
+    result = subprocess.run(
+        [str(installed.bin / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        env=installed.env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    shipped = result.stdout
+    for stand_in in ("testing/", "'demo.py'", "handlers/background.py"):
+        assert stand_in not in shipped, f"{stand_in} is in the wheel: {shipped}"
+    assert "handlers/main.py" in shipped  # the probe sees the package
+    demo = subprocess.run(
+        [str(installed.bin / "python"), "-c", "import mongo_backup_demo"],
+        capture_output=True,
+        text=True,
+        env=installed.env,
+        timeout=60,
+    )
+    assert demo.returncode != 0, "the demo package is installed with the product"

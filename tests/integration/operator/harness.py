@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mongo_backup.handlers import background as handlers
 from mongo_backup.handlers.settings import PEERING_NAME
 from mongo_backup.runner import RunnerSettings
-from mongo_backup.testing.kube import KubeApiError, KubeEmulator
+from mongo_backup_demo import operator_thread
+from mongo_backup_demo.kube import KubeApiError, KubeEmulator
 
 GROUP_VERSION = "mongobackup.io/v1alpha1"
 NAMESPACE = "default"
@@ -27,7 +27,7 @@ FAST = RunnerSettings(
 )
 
 
-class OperatorThread(handlers.OperatorThread):
+class OperatorThread(operator_thread.OperatorThread):
     """The operator in its own thread, with the tests' short timings by default."""
 
     def __init__(self, server: str, settings: RunnerSettings = FAST, **options: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mongo_backup.api import SCHEDULE_LABEL
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import GROUP_VERSION, NAMESPACE, events_of, get, phase_is, wait_for
 
 SCHEDULES = "mongobackupschedules"

@@ -21,7 +21,7 @@ from mongo_backup.engine.journal import RUNS, temp_name
 from mongo_backup.engine.lock import LockInfo
 from mongo_backup.engine.namespaces import JOURNAL_DATABASE
 from mongo_backup.runner.restore import run_id_of
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,

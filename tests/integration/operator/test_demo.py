@@ -1,4 +1,4 @@
-"""`mongo-backup demo` runs the examples end to end and says the data came back identical."""
+"""`make demo` (mongo_backup_demo) runs the examples end to end and says the data came back identical."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mongo_backup.demo import run_demo
+from mongo_backup_demo.demo import run_demo
 
 
 def test_demo_backs_up_and_restores_the_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pymongo import MongoClient
 
 from mongo_backup.api import MongoBackupStatus, MongoRestoreStatus
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,

@@ -14,7 +14,7 @@ import pytest
 from pymongo import MongoClient
 
 from mongo_backup.engine.failpoints import armed
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     FAST,
     OperatorThread,

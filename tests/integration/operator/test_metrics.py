@@ -19,7 +19,7 @@ from pymongo import MongoClient
 
 from mongo_backup.engine.failpoints import armed
 from mongo_backup.metrics import SCHEDULE_LABEL
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,

@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     condition,

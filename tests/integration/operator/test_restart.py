@@ -12,7 +12,7 @@ from pymongo import MongoClient
 
 from mongo_backup.engine.lock import LockInfo
 from mongo_backup.engine.namespaces import JOURNAL_DATABASE
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,

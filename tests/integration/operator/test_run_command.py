@@ -17,7 +17,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import backup_object, phase_is, wait_for
 from tests.support.scrape import scrape_url
 

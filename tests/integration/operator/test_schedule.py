@@ -18,7 +18,7 @@ import pytest
 
 from mongo_backup.api import SCHEDULE_LABEL
 from mongo_backup.engine.failpoints import armed
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     condition,

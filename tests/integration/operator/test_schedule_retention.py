@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mongo_backup.testing.kube import KubeEmulator
+from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
     condition,

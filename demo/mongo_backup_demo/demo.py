@@ -1,4 +1,4 @@
-"""`mongo-backup demo`: the operator's main job end to end, on embedded local servers.
+"""`make demo` (`python -m mongo_backup_demo`): the operator's main job end to end, on embedded local servers.
 
 An embedded MongoDB-compatible server (SecantusDB) with a sample `shop` database, the local
 Kubernetes API emulator with the CRDs generated from the API models, the operator running
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .runner import RunnerSettings
+from mongo_backup.runner import RunnerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -212,11 +212,11 @@ def run_demo(root: Path | None = None) -> int:
     try:
         import secantus  # noqa: F401
 
-        from .testing.kube import KubeEmulator
+        from .kube import KubeEmulator
     except ImportError as exc:
         say(f"the demo needs the test extras (SecantusDB, kmock): pip install -e '.[test]' ({exc})")
         return 2
-    from .handlers.background import OperatorThread
+    from .operator_thread import OperatorThread
 
     started = time.monotonic()
     # the demo tells its own story: Kopf's and the drivers' logs only when something is wrong

@@ -57,7 +57,7 @@ from kmock._internal import apps, parsing, rendering
 KMOCK_VERSION = "0.8"
 if importlib.metadata.version("kmock") != KMOCK_VERSION:
     raise ImportError(
-        f"mongo_backup.testing.kube patches kmock {KMOCK_VERSION} internals, found kmock "
+        f"mongo_backup_demo.kube patches kmock {KMOCK_VERSION} internals, found kmock "
         f"{importlib.metadata.version('kmock')}: pin kmock=={KMOCK_VERSION} or port the fixes"
     )
 

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from ..runner import RunnerSettings
-from .main import operate
-from .runtime import Runtime, utc_now
+from mongo_backup.handlers.main import operate
+from mongo_backup.handlers.runtime import Runtime, utc_now
+from mongo_backup.runner import RunnerSettings
 
 
 class OperatorThread:
