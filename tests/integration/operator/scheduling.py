@@ -77,6 +77,16 @@ def event_messages(kube: KubeEmulator, name: str, reason: str) -> list[str]:
 
 
 def completed(kube: KubeEmulator, name: str) -> dict[str, Any]:
+    """The backup `name` completed, and its schedule has seen it complete: the schedule learns
+    it through its own watch, a moment after the API server has it, and a run due before then
+    finds it still running (and is skipped under concurrencyPolicy Forbid, as a CronJob's is).
+    A test that moves the clock on waits for this first: never a race against the watch."""
     done = wait_for(kube, BACKUPS, name, phase_is("Completed", "Failed"), what=f"{name} finished")
     assert done["status"]["phase"] == "Completed", done["status"]
+    schedule = (done["metadata"].get("labels") or {}).get(SCHEDULE_LABEL)
+    if schedule:
+        eventually(
+            lambda: ((status_of(kube, schedule).get("lastSuccessfulBackup") or {}).get("name") or "") >= name,
+            f"schedule {schedule} seeing {name} completed",
+        )
     return done

@@ -42,6 +42,15 @@ def run_at(kube: KubeEmulator, clock: ManualClock, schedule: str, when: datetime
     clock.set(when + timedelta(seconds=3))
     name = f"{schedule}-{stamp(when)}"
     wait_for(kube, BACKUPS, name, phase_is("Completed", "Failed"), what=f"{name} finished")
+
+    def seen() -> bool:  # by the schedule too (see `completed`): the next run is not skipped
+        status = status_of(kube, schedule)
+        latest = [
+            (status.get(k) or {}).get("name") or "" for k in ("lastSuccessfulBackup", "lastFailedBackup")
+        ]
+        return max(latest) >= name
+
+    eventually(seen, f"schedule {schedule} seeing {name} finished")
     return name
 
 
