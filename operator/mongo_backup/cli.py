@@ -1,4 +1,4 @@
-"""`mongo-backup`: backup, restore, verify, ls, prune; crds; run (the operator); demo.
+"""`mongo-backup`: backup, restore, verify, decrypt, ls, prune; crds; run (the operator); demo.
 
 Exit codes (stable, for scripts):
   0 success · 1 failed · 2 bad usage or input · 3 restore conflict · 4 integrity problem
@@ -56,6 +56,8 @@ from .engine import (
     verify_backup,
 )
 from .engine.catalog import RootContents
+from .engine.decrypt import decrypt_backup
+from .engine.encryption import KeyEncryptionKey, LocalKey
 from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
 from .engine.failpoints import failpoint
 from .engine.lock import LockInfo, new_run_id, read_lock
@@ -163,7 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN", help="e.g. 'db.*'")
     p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
+    p.add_argument(
+        "--encrypt-key-file",
+        metavar="PATH",
+        help="encrypt the backup (AES-256-GCM) under a fresh data key wrapped by this key: a file "
+        "holding 32 random bytes, base64 (e.g. `head -c32 /dev/urandom | base64`)",
+    )
     storage_flags(p)
+
+    def key_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--key-file",
+            metavar="PATH",
+            help="the key (32 bytes, base64) of an encrypted backup; a plain backup is refused with one",
+        )
 
     p = sub.add_parser("restore", help="restore a backup (or a mongodump directory) into MongoDB")
     uri_flag(p)
@@ -181,10 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the source is a plain `mongodump --out` directory (no manifest: it cannot be verified)",
     )
+    key_flags(p)
     storage_flags(p)
 
     p = sub.add_parser("verify", help="check a stored backup against its manifest (no database needed)")
     p.add_argument("--from", dest="source", required=True, metavar="URL")
+    key_flags(p)
+    storage_flags(p)
+
+    p = sub.add_parser(
+        "decrypt",
+        help="write an encrypted (or compressed) backup out as a plain mongodump directory",
+        description="Decrypt and decompress every object of a backup into DIR as mongodump's "
+        "<db>/<collection>.bson and .metadata.json, checking each against the manifest on the way; "
+        "`mongorestore --dir DIR` restores the result. The files written are NOT encrypted.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="URL")
+    p.add_argument(
+        "--to", dest="directory", required=True, type=Path, metavar="DIR", help="a new local folder"
+    )
+    key_flags(p)
     storage_flags(p)
 
     p = sub.add_parser("ls", help="list the backups under a location")
@@ -290,6 +321,7 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
             include=args.ns_include,
             exclude=args.ns_exclude,
             parallel=args.parallel,
+            encryption_key=_key(args, "encrypt_key_file"),
         )
         result = await run_backup(client, storage, options, display)
     display.close()
@@ -300,7 +332,8 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
         f"  {len(result.collections)} collections, {result.documents:,} documents, "
         f"{human_bytes(result.data_bytes)} of BSON stored as {human_bytes(result.stored_bytes)} "
         f"({ratio:.1f}x), {human_seconds(result.duration)}\n"
-        f"  checksum sha256:{result.checksum}",
+        f"  checksum sha256:{result.checksum}"
+        + (f"\n  encrypted, key fingerprint {result.key_fingerprint}" if result.key_fingerprint else ""),
     )
     return dict(_jsonable(result))
 
@@ -317,6 +350,7 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
             insert_workers=args.insert_workers,
             verify=not args.no_verify,
             source_format="mongodump" if args.from_mongodump else "mongo-backup",
+            key=_key(args, "key_file"),
         )
         result = await run_restore(client, storage, options, display)
     display.close()
@@ -346,9 +380,10 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
 
 
 async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    key = _key(args, "key_file")
     storage = _backup_storage(args.source, args)
     try:
-        result = await verify_backup(storage, display)
+        result = await verify_backup(storage, display, key=key)
     finally:
         await storage.close()
     display.close()
@@ -365,6 +400,28 @@ async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict
         f"{human_bytes(result.stored_bytes)} stored; checksum sha256:{result.checksum}",
     )
     return dict(_jsonable(result))
+
+
+async def cmd_decrypt(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    key = _key(args, "key_file")
+    storage = _backup_storage(args.source, args)
+    try:
+        result = await decrypt_backup(storage, args.directory, key)
+    finally:
+        await storage.close()
+    _say(
+        args,
+        f"decrypted {result.location} into {result.directory} (plain, NOT encrypted)\n"
+        f"  {result.collections} collections, {result.documents:,} documents, checked against the manifest; "
+        f"restore with: mongorestore --dir {result.directory}",
+    )
+    return dict(_jsonable(result))
+
+
+def _key(args: argparse.Namespace, flag: str) -> KeyEncryptionKey | None:
+    """The key-encryption key the command line names (read before any connection is made)."""
+    path = getattr(args, flag, None)
+    return LocalKey.from_file(path) if path else None
 
 
 async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
@@ -592,6 +649,7 @@ _ASYNC_COMMANDS: dict[
     "backup": cmd_backup,
     "restore": cmd_restore,
     "verify": cmd_verify,
+    "decrypt": cmd_decrypt,
     "ls": cmd_ls,
     "prune": cmd_prune,
 }

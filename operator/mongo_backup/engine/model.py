@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from .encryption import KeyEncryptionKey
 from .errors import InvalidInput
 from .namespaces import NamespaceFilter, NamespaceRenamer
 
@@ -39,6 +40,8 @@ class BackupOptions:
     #: an earlier attempt of this run (same `owner`) was lost: take over its lock and delete
     #: what it left, instead of failing with BackupNameInUse
     replace_partial: bool = False
+    #: encrypt every object under a fresh data key wrapped by this key (None: plain backup)
+    encryption_key: KeyEncryptionKey | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel)
@@ -68,6 +71,8 @@ class RestoreOptions:
     resume: bool = False
     #: "mongodump": the source is a plain `mongodump --out` directory (CLI --from-mongodump)
     source_format: SourceFormat = "mongo-backup"
+    #: the key-encryption key of an encrypted backup; given for a plain one, the restore refuses it
+    key: KeyEncryptionKey | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel, insert_workers=self.insert_workers)
@@ -158,6 +163,8 @@ class BackupResult:
     data_bytes: int
     stored_bytes: int
     collections: list[CollectionResult]
+    #: the fingerprint of the key-encryption key of an encrypted backup; None: plain
+    key_fingerprint: str | None = None
 
     @property
     def duration(self) -> float:
