@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 from .common import (
     CompressionSpec,
     CustomResource,
+    EncryptionSpec,
     MongoDBConnection,
     NamespaceFilter,
     PrinterColumn,
@@ -32,6 +33,13 @@ class MongoBackupSpec(SpecModel):
         description="Which namespaces to back up; all user databases by default.",
     )
     parallelism: int = parallelism_field()
+    encryption: EncryptionSpec | None = Field(
+        default=None,
+        description=(
+            "Encrypt every stored object (AES-256-GCM) under a fresh data key wrapped by a key "
+            "from a Secret, and authenticate the manifest; unset: stored in clear."
+        ),
+    )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
         description=(

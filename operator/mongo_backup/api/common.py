@@ -80,6 +80,19 @@ class MongoDBConnection(SpecModel):
     )
 
 
+class EncryptionSpec(SpecModel):
+    """Client-side encryption at rest (docs/FORMAT.md section 8): every stored object is
+    encrypted with AES-256-GCM under a fresh data key per backup, wrapped by this key."""
+
+    key_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding the key-encryption key: 32 random bytes, base64 (e.g. "
+            "`head -c32 /dev/urandom | base64`). A restore needs the same key (the Secret's name "
+            "may differ); without it the backup cannot be read."
+        )
+    )
+
+
 class FilesystemStorage(SpecModel):
     path: str = Field(
         min_length=1,
@@ -357,6 +370,15 @@ class Progress(StatusModel):
     )
 
 
+class EncryptionStatus(StatusModel):
+    key_fingerprint: str | None = Field(
+        default=None, description="Fingerprint (16 hex digits) of the key that wraps the backup's data key."
+    )
+    key_source: str | None = Field(
+        default=None, description="Where that key came from when the backup was made, e.g. secret:NAME."
+    )
+
+
 class RunStatus(StatusModel):
     """Status fields shared by backups and restores."""
 
@@ -392,6 +414,9 @@ class RunStatus(StatusModel):
     error: str | None = Field(default=None, description="Why the run failed or waits, in one line.")
     attempts: int | None = Field(
         default=None, ge=0, description="Attempts started; more than 1 after an operator restart."
+    )
+    encryption: EncryptionStatus | None = Field(
+        default=None, description="Which key encrypts the backup (never the key); unset for a plain backup."
     )
 
     def condition(self, type_: str) -> Condition | None:

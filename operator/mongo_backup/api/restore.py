@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from .common import (
     NAME_MAX,
     CustomResource,
+    EncryptionSpec,
     MongoDBConnection,
     NamespaceFilter,
     NamespacePattern,
@@ -106,6 +107,13 @@ class MongoRestoreSpec(SpecModel):
         description="Compare every restored collection with the backup's manifest (counts and digest).",
     )
     parallelism: int = parallelism_field()
+    encryption: EncryptionSpec | None = Field(
+        default=None,
+        description=(
+            "The key of an encrypted backup (required to restore one; with it, a backup that is "
+            "not encrypted is refused)."
+        ),
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -465,6 +465,7 @@ async def run_backup(
             for e in entries
         ],
         key_fingerprint=encryption.key.fingerprint if encryption is not None else None,
+        key_source=encryption.key.source if encryption is not None else None,
     )
 
 

@@ -165,6 +165,8 @@ class BackupResult:
     collections: list[CollectionResult]
     #: the fingerprint of the key-encryption key of an encrypted backup; None: plain
     key_fingerprint: str | None = None
+    #: where that key came from (`secret:NAME`, `file:NAME`, a KMS key id)
+    key_source: str | None = None
 
     @property
     def duration(self) -> float:
@@ -231,6 +233,8 @@ class RestoreResult:
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: RestoreTimings = field(default_factory=RestoreTimings)
+    #: the fingerprint of the key that opened an encrypted backup; None: plain
+    key_fingerprint: str | None = None
 
     @property
     def duration(self) -> float:

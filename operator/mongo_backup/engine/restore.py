@@ -154,6 +154,7 @@ async def run_restore(
         # what settling dead runs did (also while claiming the targets) comes first
         notes=journal.notes + restorer.notes,
         timings=timings,
+        key_fingerprint=options.key.fingerprint if catalog.keys is not None and options.key else None,
     )
 
 

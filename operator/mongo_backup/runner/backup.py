@@ -13,6 +13,7 @@ from typing import Any
 from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
 from ..engine.deletion import Deletion, delete_backup
+from ..engine.encryption import KeyEncryptionKey
 from ..engine.lock import BackupLock, LockInfo, read_lock
 from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
 from ..storage import Storage, StorageError, StorageSettings, open_storage
@@ -39,9 +40,11 @@ class BackupJob:
         self.owner = owner or f"{link.namespace}/{link.name}"
         self._uri = ""
         self._storage_settings = StorageSettings()
+        self._key: KeyEncryptionKey | None = None
 
     async def prepare(self) -> None:
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
+        self._key = await sources.encryption_key(self.link, self.spec.encryption)
         await self.prepare_storage()
 
     async def prepare_storage(self) -> None:
@@ -84,6 +87,7 @@ class BackupJob:
                 parallel=self.spec.parallelism,
                 owner=self.owner,
                 replace_partial=resumed,
+                encryption_key=self._key,
             )
             result = await run_backup(client, storage, options, progress=reporter)
             stored = sum([info.size async for info in storage.list()])
@@ -108,6 +112,8 @@ def backup_outcome(result: BackupResult, stored_bytes: int, reporter: ProgressRe
         "serverVersion": result.server_version,
         "startedAt": _iso(result),
     }
+    if result.key_fingerprint is not None:
+        status["encryption"] = {"keyFingerprint": result.key_fingerprint, "keySource": result.key_source}
     if reporter.latest is not None:
         status["progress"] = progress_status(reporter.latest)
     message = (
@@ -146,6 +152,9 @@ async def _adopt_complete(storage: Storage, owner: str) -> Outcome | None:
         "serverVersion": manifest.server_version,
         "startedAt": manifest.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if manifest.encryption is not None:
+        key = manifest.encryption.key
+        status["encryption"] = {"keyFingerprint": key.fingerprint, "keySource": key.source}
     message = (
         "backup completed before the operator restarted: "
         f"{size} stored, {count(manifest.documents, 'document')} "

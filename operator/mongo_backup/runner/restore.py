@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from ..api import MongoBackupSpec, MongoRestoreSpec, SpecError, StorageSpec, parse_spec
 from ..engine import EngineError, RestoreOptions, RestoreResult, open_client, run_restore
+from ..engine.encryption import KeyEncryptionKey
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -53,6 +54,7 @@ class RestoreJob:
         self._backup_name = ""
         self._backup_label = ""
         self._backup_status: dict[str, Any] = {}
+        self._key: KeyEncryptionKey | None = None
 
     async def prepare(self) -> None:
         if self.spec.backup_ref is not None:
@@ -65,6 +67,7 @@ class RestoreJob:
         assert self._storage is not None
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
         self._storage_settings = await sources.storage_settings(self.link, self._storage)
+        self._key = await sources.encryption_key(self.link, self.spec.encryption)
 
     async def _find_backup(self, name: str) -> None:
         where = f"MongoBackup {self.link.namespace}/{name}"
@@ -106,6 +109,7 @@ class RestoreJob:
             run_id=run_id_of(self.uid),
             already_restored=tuple(self.restored),
             resume=resumed,
+            key=self._key,
         )
 
     async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
@@ -167,6 +171,8 @@ class RestoreJob:
         }
         if server_version:
             status["serverVersion"] = server_version
+        if result.key_fingerprint is not None and self._key is not None:
+            status["encryption"] = {"keyFingerprint": result.key_fingerprint, "keySource": self._key.source}
         if reporter.latest is not None:
             status["progress"] = progress_status(reporter.latest)
         conditions: list[Any] = []

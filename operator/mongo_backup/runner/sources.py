@@ -11,12 +11,16 @@ from ..api.common import (
     S3_ACCESS_KEY_ID_KEY,
     S3_SECRET_ACCESS_KEY_KEY,
     S3_SESSION_TOKEN_KEY,
+    EncryptionSpec,
     SecretKeyRef,
     StorageSpec,
 )
+from ..engine.encryption import KeyEncryptionKey, LocalKey, parse_key
+from ..engine.errors import InvalidInput
 from ..redact import register_secret, register_uri
 from ..storage import StorageSettings
 from .cluster import ObjectLink, SecretUnavailable
+from .failures import Failure
 
 _CREDENTIAL_KEYS = {
     "gcs": (GCS_CREDENTIALS_KEY,),
@@ -63,3 +67,20 @@ async def storage_settings(link: ObjectLink, spec: StorageSpec) -> StorageSettin
     if spec.azure is not None:
         return StorageSettings(azure_account_url=spec.azure.account_url, credentials=credentials)
     return StorageSettings(credentials=credentials)
+
+
+async def encryption_key(link: ObjectLink, spec: EncryptionSpec | None) -> KeyEncryptionKey | None:
+    """The key-encryption key the spec names (None: no encryption). Its text is masked from
+    here on; a value that is not 32 bytes of base64 fails the run, naming the Secret's key."""
+    if spec is None:
+        return None
+    ref = spec.key_secret_ref
+    text = (await link.read_secret_key(ref.name, ref.key)).strip()
+    register_secret(text)
+    where = f"key {ref.key!r} of Secret {link.namespace}/{ref.name}"
+    if not text:
+        raise SecretUnavailable("SecretKeyNotFound", f"{where} is empty")
+    try:
+        return LocalKey(parse_key(text, where), f"secret:{ref.name}")
+    except InvalidInput as exc:
+        raise Failure("InvalidEncryptionKey", str(exc)) from None
