@@ -63,6 +63,7 @@ from .engine.failpoints import failpoint
 from .engine.lock import LockInfo, new_run_id, read_lock
 from .engine.manifest import LOCK_NAME
 from .engine.retention import RULE_HELP
+from .engine.signing import SignatureChecker, Signer
 from .engine.source import translate
 from .redact import install_log_redaction, redact, register_uri
 from .storage import (
@@ -171,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt the backup (AES-256-GCM) under a fresh data key wrapped by this key: a file "
         "holding 32 random bytes, base64 (e.g. `head -c32 /dev/urandom | base64`)",
     )
+    p.add_argument(
+        "--sign-key-file",
+        metavar="PATH",
+        help="sign the manifest with this Ed25519 private key (PEM, e.g. `openssl genpkey -algorithm "
+        "ed25519`, or the 32-byte seed in base64)",
+    )
     storage_flags(p)
 
     def key_flags(p: argparse.ArgumentParser) -> None:
@@ -178,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--key-file",
             metavar="PATH",
             help="the key (32 bytes, base64) of an encrypted backup; a plain backup is refused with one",
+        )
+        p.add_argument(
+            "--public-key",
+            metavar="PATH",
+            help="require the manifest to be signed by this Ed25519 public key (PEM or 32 bytes base64)",
         )
 
     p = sub.add_parser("restore", help="restore a backup (or a mongodump directory) into MongoDB")
@@ -322,6 +334,7 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
             exclude=args.ns_exclude,
             parallel=args.parallel,
             encryption_key=_key(args, "encrypt_key_file"),
+            signer=Signer.from_file(args.sign_key_file) if args.sign_key_file else None,
         )
         result = await run_backup(client, storage, options, display)
     display.close()
@@ -333,7 +346,10 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
         f"{human_bytes(result.data_bytes)} of BSON stored as {human_bytes(result.stored_bytes)} "
         f"({ratio:.1f}x), {human_seconds(result.duration)}\n"
         f"  checksum sha256:{result.checksum}"
-        + (f"\n  encrypted, key fingerprint {result.key_fingerprint}" if result.key_fingerprint else ""),
+        + (f"\n  encrypted, key fingerprint {result.key_fingerprint}" if result.key_fingerprint else "")
+        + (
+            f"\n  signed, signer fingerprint {result.signer_fingerprint}" if result.signer_fingerprint else ""
+        ),
     )
     return dict(_jsonable(result))
 
@@ -351,6 +367,7 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
             verify=not args.no_verify,
             source_format="mongodump" if args.from_mongodump else "mongo-backup",
             key=_key(args, "key_file"),
+            public_key=_public_key(args),
         )
         result = await run_restore(client, storage, options, display)
     display.close()
@@ -380,10 +397,10 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
 
 
 async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
-    key = _key(args, "key_file")
+    key, public_key = _key(args, "key_file"), _public_key(args)
     storage = _backup_storage(args.source, args)
     try:
-        result = await verify_backup(storage, display, key=key)
+        result = await verify_backup(storage, display, key=key, public_key=public_key)
     finally:
         await storage.close()
     display.close()
@@ -397,16 +414,17 @@ async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict
     _say(
         args,
         f"backup OK: {result.location}\n  {result.objects} objects, {result.documents:,} documents, "
-        f"{human_bytes(result.stored_bytes)} stored; checksum sha256:{result.checksum}",
+        f"{human_bytes(result.stored_bytes)} stored; checksum sha256:{result.checksum}"
+        + (f"\n  signature checked: signed by key {public_key.fingerprint}" if public_key else ""),
     )
     return dict(_jsonable(result))
 
 
 async def cmd_decrypt(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
-    key = _key(args, "key_file")
+    key, public_key = _key(args, "key_file"), _public_key(args)
     storage = _backup_storage(args.source, args)
     try:
-        result = await decrypt_backup(storage, args.directory, key)
+        result = await decrypt_backup(storage, args.directory, key, public_key)
     finally:
         await storage.close()
     _say(
@@ -422,6 +440,11 @@ def _key(args: argparse.Namespace, flag: str) -> KeyEncryptionKey | None:
     """The key-encryption key the command line names (read before any connection is made)."""
     path = getattr(args, flag, None)
     return LocalKey.from_file(path) if path else None
+
+
+def _public_key(args: argparse.Namespace) -> SignatureChecker | None:
+    path = getattr(args, "public_key", None)
+    return SignatureChecker.from_file(path) if path else None
 
 
 async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:

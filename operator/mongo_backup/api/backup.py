@@ -14,6 +14,7 @@ from .common import (
     NamespaceFilter,
     PrinterColumn,
     RunStatus,
+    SigningSpec,
     SpecModel,
     StorageSpec,
     parallelism_field,
@@ -39,6 +40,10 @@ class MongoBackupSpec(SpecModel):
             "Encrypt every stored object (AES-256-GCM) under a fresh data key wrapped by a key "
             "from a Secret, and authenticate the manifest; unset: stored in clear."
         ),
+    )
+    signing: SigningSpec | None = Field(
+        default=None,
+        description="Sign the manifest with an Ed25519 private key from a Secret; unset: not signed.",
     )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",

@@ -93,6 +93,18 @@ class EncryptionSpec(SpecModel):
     )
 
 
+class SigningSpec(SpecModel):
+    """Ed25519 signatures of the backup's manifest (docs/FORMAT.md section 8.5)."""
+
+    key_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding an Ed25519 key, PEM (`openssl genpkey -algorithm ed25519`) or 32 bytes "
+            "base64. A MongoBackup needs the private key (it signs); a MongoRestore takes the public "
+            "key (or the private one) and refuses a backup whose manifest it did not sign."
+        )
+    )
+
+
 class FilesystemStorage(SpecModel):
     path: str = Field(
         min_length=1,
@@ -379,6 +391,12 @@ class EncryptionStatus(StatusModel):
     )
 
 
+class SigningStatus(StatusModel):
+    signer_fingerprint: str | None = Field(
+        default=None, description="Fingerprint (16 hex digits) of the Ed25519 key that signed the manifest."
+    )
+
+
 class RunStatus(StatusModel):
     """Status fields shared by backups and restores."""
 
@@ -417,6 +435,9 @@ class RunStatus(StatusModel):
     )
     encryption: EncryptionStatus | None = Field(
         default=None, description="Which key encrypts the backup (never the key); unset for a plain backup."
+    )
+    signing: SigningStatus | None = Field(
+        default=None, description="Who signed the backup's manifest (checked on restore); unset: not signed."
     )
 
     def condition(self, type_: str) -> Condition | None:

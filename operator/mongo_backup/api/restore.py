@@ -15,6 +15,7 @@ from .common import (
     NamespacePattern,
     PrinterColumn,
     RunStatus,
+    SigningSpec,
     SpecModel,
     StatusModel,
     StorageSpec,
@@ -113,6 +114,10 @@ class MongoRestoreSpec(SpecModel):
             "The key of an encrypted backup (required to restore one; with it, a backup that is "
             "not encrypted is refused)."
         ),
+    )
+    signing: SigningSpec | None = Field(
+        default=None,
+        description="Restore only a backup whose manifest this Ed25519 key signed (public key from a Secret).",
     )
 
     model_config = ConfigDict(

@@ -438,7 +438,7 @@ async def run_backup(
                 "owner": owner,
             },
         )
-        raw = manifest.to_json(keys)
+        raw = manifest.to_json(keys, options.signer)
         checkpoint()  # a cancelled run never completes a backup
         await failpoint("backup.manifest", location=storage.url)
         # the manifest goes last: its presence is what marks the backup complete
@@ -466,6 +466,7 @@ async def run_backup(
         ],
         key_fingerprint=encryption.key.fingerprint if encryption is not None else None,
         key_source=encryption.key.source if encryption is not None else None,
+        signer_fingerprint=options.signer.fingerprint if options.signer is not None else None,
     )
 
 

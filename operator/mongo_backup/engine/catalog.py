@@ -18,12 +18,20 @@ from ..storage import ObjectInfo, ObjectNotFound, Storage
 from .compression import codec_for_suffix
 from .encryption import BackupKeys, KeyEncryptionKey
 from .envelope import open_backup
-from .errors import BackupNotFound, EncryptionExpected, IncompleteBackup, IntegrityError, InvalidInput
-from .manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, manifest_checksum
+from .errors import (
+    BackupNotFound,
+    EncryptionExpected,
+    IncompleteBackup,
+    IntegrityError,
+    InvalidInput,
+    ManifestTampered,
+)
+from .manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, canonical_bytes_of, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, parse_file_stem
 from .model import SourceFormat
 from .names import namespace_problem, object_name_problem, shown
 from .namespaces import is_system_namespace
+from .signing import SignatureChecker
 from .transforms import Transforms
 
 #: the words that tell a user how to restore a mongodump directory, from the CLI or the operator
@@ -93,6 +101,7 @@ async def load_catalog(
     *,
     check_objects: bool = True,
     key: KeyEncryptionKey | None = None,
+    public_key: SignatureChecker | None = None,
 ) -> Catalog:
     """What `storage` holds. `check_objects`: every object the manifest lists must be stored,
     with its size (one listing, before anything is read or written); verify checks them one
@@ -108,7 +117,11 @@ async def load_catalog(
                 "so that it is verified"
             )
         manifest, raw = found
-        keys = open_backup(manifest, raw, key, f"{storage.url}/{MANIFEST_NAME}")
+        where = f"{storage.url}/{MANIFEST_NAME}"
+        keys = open_backup(manifest, raw, key, where)
+        if public_key is not None:
+            signature = manifest.signature.to_json() if manifest.signature is not None else None
+            public_key.check(signature, canonical_bytes_of(raw, where), where)
         if check_objects:
             await _check_stored_objects(storage, manifest)
         return Catalog(storage.url, manifest, manifest_checksum(raw), _from_manifest(manifest), keys=keys)
@@ -117,6 +130,8 @@ async def load_catalog(
         raise root.incomplete()
     if not root.mongodump:
         raise root.not_found()
+    if public_key is not None:
+        raise ManifestTampered(f"{storage.url} has no {MANIFEST_NAME} to check a signature of")
     if key is not None:
         raise EncryptionExpected(
             f"{storage.url} has no {MANIFEST_NAME}, so nothing in it is encrypted, but a key was given"

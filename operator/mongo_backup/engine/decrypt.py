@@ -18,6 +18,7 @@ from .encryption import BackupKeys, KeyEncryptionKey
 from .errors import InvalidInput
 from .integrity import DataObjectReader, read_metadata_object
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, collection_file_stem
+from .signing import SignatureChecker
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,13 @@ class DecryptResult:
     data_bytes: int
 
 
-async def decrypt_backup(storage: Storage, directory: Path, key: KeyEncryptionKey | None) -> DecryptResult:
-    catalog = await load_catalog(storage, key=key)
+async def decrypt_backup(
+    storage: Storage,
+    directory: Path,
+    key: KeyEncryptionKey | None,
+    public_key: SignatureChecker | None = None,
+) -> DecryptResult:
+    catalog = await load_catalog(storage, key=key, public_key=public_key)
     assert catalog.checksum is not None
     await asyncio.to_thread(_new_directory, directory)
     documents = data_bytes = 0

@@ -38,6 +38,7 @@ from .compression import CODECS
 from .encryption import SCHEME, SEGMENT_SIZE, BackupKeys
 from .errors import ManifestInvalid, ManifestTampered
 from .names import namespace_problem, object_name_problem, shown
+from .signing import Signer
 from .transforms import ENCRYPTED_SUFFIX, Transforms
 
 MANIFEST_NAME = "manifest.json"
@@ -256,6 +257,17 @@ class Authentication(_Strict):
     value: Sha256
 
 
+class Signature(_Strict):
+    """An Ed25519 signature of the manifest's canonical bytes (engine/signing.py)."""
+
+    type: Annotated[str, _one_of("ed25519")]
+    public_key_fingerprint: Fingerprint = Field(alias="publicKeyFingerprint")
+    value: Annotated[str, Field(max_length=200), AfterValidator(_base64)]
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "publicKeyFingerprint": self.public_key_fingerprint, "value": self.value}
+
+
 class Totals(_Strict):
     collections: Count
     documents: Count
@@ -280,6 +292,7 @@ class BackupManifest(_Strict):
     collections: list[CollectionEntry] = Field(max_length=MAX_COLLECTIONS)
     encryption: EncryptionInfo | None = None
     authentication: Authentication | None = None
+    signature: Signature | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -353,13 +366,17 @@ class BackupManifest(_Strict):
                 raise ValueError(f"totals.{alias}: {stated}, but the entries add up to {found}")
         return self
 
-    def to_json(self, keys: BackupKeys | None = None) -> bytes:
-        """The manifest's bytes; an encrypted backup's carry their MAC under `keys`."""
+    def to_json(self, keys: BackupKeys | None = None, signer: Signer | None = None) -> bytes:
+        """The manifest's bytes; an encrypted backup's carry their MAC under `keys`, a signed
+        one the `signer`'s signature (both over the same canonical bytes)."""
         doc = self.to_document()
+        canonical = canonical_bytes(doc)
         if self.encryption is not None:
             if keys is None:
                 raise ValueError("an encrypted backup's manifest is authenticated: keys needed")
-            doc["authentication"] = {"type": "hmac-sha256", "value": keys.mac(canonical_bytes(doc))}
+            doc["authentication"] = {"type": "hmac-sha256", "value": keys.mac(canonical)}
+        if signer is not None:
+            doc["signature"] = signer.sign(canonical)
         return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
     def to_document(self) -> dict[str, Any]:

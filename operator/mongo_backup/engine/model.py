@@ -15,6 +15,7 @@ from typing import Literal
 from .encryption import KeyEncryptionKey
 from .errors import InvalidInput
 from .namespaces import NamespaceFilter, NamespaceRenamer
+from .signing import SignatureChecker, Signer
 
 Compression = Literal["zstd", "gzip", "none"]
 ConflictPolicy = Literal["fail", "drop"]
@@ -42,6 +43,8 @@ class BackupOptions:
     replace_partial: bool = False
     #: encrypt every object under a fresh data key wrapped by this key (None: plain backup)
     encryption_key: KeyEncryptionKey | None = None
+    #: sign the manifest with this Ed25519 key (None: not signed)
+    signer: Signer | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel)
@@ -73,6 +76,8 @@ class RestoreOptions:
     source_format: SourceFormat = "mongo-backup"
     #: the key-encryption key of an encrypted backup; given for a plain one, the restore refuses it
     key: KeyEncryptionKey | None = None
+    #: the manifest must be signed by this Ed25519 public key (None: signatures not checked)
+    public_key: SignatureChecker | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel, insert_workers=self.insert_workers)
@@ -167,6 +172,8 @@ class BackupResult:
     key_fingerprint: str | None = None
     #: where that key came from (`secret:NAME`, `file:NAME`, a KMS key id)
     key_source: str | None = None
+    #: fingerprint of the Ed25519 key that signed the manifest; None: not signed
+    signer_fingerprint: str | None = None
 
     @property
     def duration(self) -> float:
@@ -235,6 +242,8 @@ class RestoreResult:
     timings: RestoreTimings = field(default_factory=RestoreTimings)
     #: the fingerprint of the key that opened an encrypted backup; None: plain
     key_fingerprint: str | None = None
+    #: fingerprint of the public key the manifest's signature was checked with
+    signer_fingerprint: str | None = None
 
     @property
     def duration(self) -> float:

@@ -86,7 +86,9 @@ async def run_restore(
     timings = RestoreTimings()
     planning = time.monotonic()
     # an encrypted backup's key and manifest are checked here, before any target is touched
-    catalog = await load_catalog(storage, options.source_format, key=options.key)
+    catalog = await load_catalog(
+        storage, options.source_format, key=options.key, public_key=options.public_key
+    )
     selection = NamespaceFilter(options.include, options.exclude)
     renamer = NamespaceRenamer(options.ns_from, options.ns_to)
     run_id = options.run_id or secrets.token_hex(4)
@@ -155,6 +157,7 @@ async def run_restore(
         notes=journal.notes + restorer.notes,
         timings=timings,
         key_fingerprint=options.key.fingerprint if catalog.keys is not None and options.key else None,
+        signer_fingerprint=options.public_key.fingerprint if options.public_key is not None else None,
     )
 
 

@@ -14,15 +14,20 @@ from .integrity import DataObjectReader, read_metadata_object
 from .model import ProgressCallback, VerifyResult
 from .names import shown
 from .progress import ProgressTracker
+from .signing import SignatureChecker
 
 
 async def verify_backup(
-    storage: Storage, progress: ProgressCallback | None = None, key: KeyEncryptionKey | None = None
+    storage: Storage,
+    progress: ProgressCallback | None = None,
+    key: KeyEncryptionKey | None = None,
+    public_key: SignatureChecker | None = None,
 ) -> VerifyResult:
-    """`key`: an encrypted backup's key-encryption key (its contents cannot be checked without)."""
+    """`key`: an encrypted backup's key-encryption key (its contents cannot be checked
+    without); `public_key`: the manifest must carry a valid signature by it."""
     # no manifest: IncompleteBackup or BackupNotFound; a manifest that does not fit:
     # ManifestInvalid; an encrypted one: KeyRequired, WrongKey or ManifestTampered
-    catalog = await load_catalog(storage, check_objects=False, key=key)
+    catalog = await load_catalog(storage, check_objects=False, key=key, public_key=public_key)
     assert catalog.checksum is not None  # a catalog of our format always has its manifest
     tracker = ProgressTracker("verify", progress)
     problems: list[str] = []

@@ -16,6 +16,7 @@ from ..engine.deletion import Deletion, delete_backup
 from ..engine.encryption import KeyEncryptionKey
 from ..engine.lock import BackupLock, LockInfo, read_lock
 from ..engine.manifest import MANIFEST_NAME, BackupManifest, manifest_checksum
+from ..engine.signing import Signer
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -41,10 +42,12 @@ class BackupJob:
         self._uri = ""
         self._storage_settings = StorageSettings()
         self._key: KeyEncryptionKey | None = None
+        self._signer: Signer | None = None
 
     async def prepare(self) -> None:
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
         self._key = await sources.encryption_key(self.link, self.spec.encryption)
+        self._signer = await sources.signer(self.link, self.spec.signing)
         await self.prepare_storage()
 
     async def prepare_storage(self) -> None:
@@ -88,6 +91,7 @@ class BackupJob:
                 owner=self.owner,
                 replace_partial=resumed,
                 encryption_key=self._key,
+                signer=self._signer,
             )
             result = await run_backup(client, storage, options, progress=reporter)
             stored = sum([info.size async for info in storage.list()])
@@ -114,6 +118,8 @@ def backup_outcome(result: BackupResult, stored_bytes: int, reporter: ProgressRe
     }
     if result.key_fingerprint is not None:
         status["encryption"] = {"keyFingerprint": result.key_fingerprint, "keySource": result.key_source}
+    if result.signer_fingerprint is not None:
+        status["signing"] = {"signerFingerprint": result.signer_fingerprint}
     if reporter.latest is not None:
         status["progress"] = progress_status(reporter.latest)
     message = (
@@ -155,6 +161,8 @@ async def _adopt_complete(storage: Storage, owner: str) -> Outcome | None:
     if manifest.encryption is not None:
         key = manifest.encryption.key
         status["encryption"] = {"keyFingerprint": key.fingerprint, "keySource": key.source}
+    if manifest.signature is not None:
+        status["signing"] = {"signerFingerprint": manifest.signature.public_key_fingerprint}
     message = (
         "backup completed before the operator restarted: "
         f"{size} stored, {count(manifest.documents, 'document')} "

@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 from ..api import MongoBackupSpec, MongoRestoreSpec, SpecError, StorageSpec, parse_spec
 from ..engine import EngineError, RestoreOptions, RestoreResult, open_client, run_restore
 from ..engine.encryption import KeyEncryptionKey
+from ..engine.signing import SignatureChecker
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -55,6 +56,7 @@ class RestoreJob:
         self._backup_label = ""
         self._backup_status: dict[str, Any] = {}
         self._key: KeyEncryptionKey | None = None
+        self._public_key: SignatureChecker | None = None
 
     async def prepare(self) -> None:
         if self.spec.backup_ref is not None:
@@ -68,6 +70,7 @@ class RestoreJob:
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
         self._storage_settings = await sources.storage_settings(self.link, self._storage)
         self._key = await sources.encryption_key(self.link, self.spec.encryption)
+        self._public_key = await sources.signature_checker(self.link, self.spec.signing)
 
     async def _find_backup(self, name: str) -> None:
         where = f"MongoBackup {self.link.namespace}/{name}"
@@ -110,6 +113,7 @@ class RestoreJob:
             already_restored=tuple(self.restored),
             resume=resumed,
             key=self._key,
+            public_key=self._public_key,
         )
 
     async def attempt(self, resumed: bool, reporter: ProgressReporter) -> Outcome:
@@ -173,6 +177,8 @@ class RestoreJob:
             status["serverVersion"] = server_version
         if result.key_fingerprint is not None and self._key is not None:
             status["encryption"] = {"keyFingerprint": result.key_fingerprint, "keySource": self._key.source}
+        if result.signer_fingerprint is not None:
+            status["signing"] = {"signerFingerprint": result.signer_fingerprint}
         if reporter.latest is not None:
             status["progress"] = progress_status(reporter.latest)
         conditions: list[Any] = []

@@ -1,4 +1,4 @@
-"""The operator with encryption at rest: a MongoBackup with `encryption.keySecretRef` is
+"""The operator with encryption at rest and signed manifests: a MongoBackup with `encryption.keySecretRef` is
 stored encrypted and shows its key's fingerprint; a MongoRestore with the same key (from a
 Secret of another name) restores and verifies it; a wrong, missing or malformed key fails
 with its own reason before any target is touched; and no key material appears in the status,
@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import MongoClient
 
 from mongo_backup.api import MongoBackupStatus, MongoRestoreStatus
 from mongo_backup.engine.encryption import key_fingerprint
+from mongo_backup.engine.signing import public_fingerprint
 from mongo_backup.testing.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
@@ -109,3 +112,56 @@ def test_an_encrypted_backup_restores_with_its_key_and_never_shows_it(
     for form in _key_forms(key, text) + _key_forms(wrong, wrong_text):
         leaked = [line for line in shown if form in line]
         assert not leaked, f"key material in the status, an Event or a log record: {leaked[:2]}"
+
+
+def test_a_signed_backup_shows_its_signer_and_restores_only_with_its_public_key(
+    kube: KubeEmulator,
+    operator: OperatorThread,
+    mongo_secret: str,
+    sync_mongo: MongoClient[Any],
+    dbname: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    fingerprint = public_fingerprint(private.public_key())
+    other = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    sync_mongo[dbname].items.insert_many([{"_id": i} for i in range(50)])
+    secret(kube, "signing", {"private": pem})
+    secret(kube, "verifying", {"public": base64.b64encode(public).decode()})
+    secret(kube, "someone-else", {"public": base64.b64encode(other).decode()})
+
+    signing = {"keySecretRef": {"name": "signing", "key": "private"}}
+    kube.apply(backup_object("signed", str(tmp_path), [f"{dbname}.*"], signing=signing))
+    done = wait_for(kube, "mongobackups", "signed", phase_is("Completed", "Failed"))
+    assert done["status"]["phase"] == "Completed", done["status"]
+    assert done["status"]["signing"] == {"signerFingerprint": fingerprint}
+
+    def restore(name: str, secret_name: str) -> dict[str, Any]:
+        spec = {"signing": {"keySecretRef": {"name": secret_name, "key": "public"}}}
+        rename = [{"from": f"{dbname}.*", "to": f"{dbname}_{name}.*"}]
+        kube.apply(restore_object(name, "signed", rename, **spec))
+        return wait_for(kube, "mongorestores", name, phase_is("Completed", "Failed"))
+
+    good = restore("good", "verifying")
+    assert good["status"]["phase"] == "Completed", good["status"]
+    assert good["status"]["signing"] == {"signerFingerprint": fingerprint}
+    bad = restore("bad", "someone-else")
+    assert bad["status"]["phase"] == "Failed", bad["status"]
+    assert condition(bad, "Failed")["reason"] == "ManifestTampered"  # type: ignore[index]
+    assert f"{dbname}_bad" not in sync_mongo.list_database_names()
+
+    body = "".join(pem.splitlines()[1:-1])
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    shown = [str(done), str(good), str(bad), *(str(events_of(kube, n)) for n in ("signed", "good", "bad"))]
+    shown += [formatter.format(record) for record in caplog.records]
+    assert not [line for line in shown if body[:40] in line or body[-40:] in line]
