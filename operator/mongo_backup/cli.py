@@ -60,6 +60,7 @@ from .engine.decrypt import decrypt_backup
 from .engine.encryption import KeyEncryptionKey, LocalKey
 from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
 from .engine.failpoints import failpoint
+from .engine.kms import AwsKmsKey
 from .engine.lock import LockInfo, new_run_id, read_lock
 from .engine.manifest import LOCK_NAME
 from .engine.retention import RULE_HELP
@@ -173,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         "holding 32 random bytes, base64 (e.g. `head -c32 /dev/urandom | base64`)",
     )
     p.add_argument(
+        "--kms-key",
+        metavar="KEY_ID",
+        help="encrypt the backup under a fresh data key wrapped by this AWS KMS key (id, ARN or "
+        "alias/NAME; the AWS default credentials; AWS_ENDPOINT_URL_KMS for a KMS-compatible service)",
+    )
+    p.add_argument(
         "--sign-key-file",
         metavar="PATH",
         help="sign the manifest with this Ed25519 private key (PEM, e.g. `openssl genpkey -algorithm "
@@ -185,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--key-file",
             metavar="PATH",
             help="the key (32 bytes, base64) of an encrypted backup; a plain backup is refused with one",
+        )
+        p.add_argument(
+            "--kms-key", metavar="KEY_ID", help="the AWS KMS key of a backup encrypted with --kms-key"
         )
         p.add_argument(
             "--public-key",
@@ -437,8 +447,13 @@ async def cmd_decrypt(args: argparse.Namespace, display: ProgressDisplay) -> dic
 
 
 def _key(args: argparse.Namespace, flag: str) -> KeyEncryptionKey | None:
-    """The key-encryption key the command line names (read before any connection is made)."""
-    path = getattr(args, flag, None)
+    """The key-encryption key the command line names (read before any connection is made):
+    a key file, or an AWS KMS key; not both."""
+    path, kms = getattr(args, flag, None), getattr(args, "kms_key", None)
+    if path and kms:
+        raise UsageError(f"--{flag.replace('_', '-')} and --kms-key: give one key, not both")
+    if kms:
+        return AwsKmsKey(kms)
     return LocalKey.from_file(path) if path else None
 
 

@@ -169,8 +169,12 @@ def test_the_wrapped_data_key_opens_only_with_its_key() -> None:
     info, keys = seal_new_backup(kek)
     assert info.key.fingerprint == kek.fingerprint
     other = LocalKey(os.urandom(32), "secret:b")
+    wrapped = base64.b64decode(info.wrapped_key)
     with pytest.raises(WrongKey):
-        other.unwrap(base64.b64decode(info.wrapped_key), b"context")
+        other.unwrap(wrapped, info.backup_id)
+    with pytest.raises(WrongKey):  # another backup's manifest: the wrapped key is bound to its id
+        kek.unwrap(wrapped, "b" * 32)
+    assert BackupKeys.from_data_key(kek.unwrap(wrapped, info.backup_id), info.backup_id) == keys
     assert keys.object_key not in base64.b64decode(info.wrapped_key)
 
 

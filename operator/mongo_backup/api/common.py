@@ -80,17 +80,59 @@ class MongoDBConnection(SpecModel):
     )
 
 
+class AwsKmsKeySpec(SpecModel):
+    key_id: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="AWS KMS key id, key ARN, alias/NAME or alias ARN of a symmetric encryption key.",
+    )
+    region: str | None = Field(
+        default=None, max_length=64, description="AWS region of the key (default: the environment's)."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description=(
+            "A KMS-compatible endpoint URL (default: AWS). Credentials: the AWS default chain "
+            "(IRSA, instance role)."
+        ),
+    )
+
+
 class EncryptionSpec(SpecModel):
     """Client-side encryption at rest (docs/FORMAT.md section 8): every stored object is
-    encrypted with AES-256-GCM under a fresh data key per backup, wrapped by this key."""
+    encrypted with AES-256-GCM under a fresh data key per backup, wrapped by one key: from a
+    Secret, or held by AWS KMS."""
 
-    key_secret_ref: SecretKeyRef = Field(
+    key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
         description=(
             "Secret key holding the key-encryption key: 32 random bytes, base64 (e.g. "
             "`head -c32 /dev/urandom | base64`). A restore needs the same key (the Secret's name "
             "may differ); without it the backup cannot be read."
-        )
+        ),
     )
+    aws_kms: AwsKmsKeySpec | None = Field(
+        default=None, description="Wrap the data key with this AWS KMS key instead (envelope encryption)."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.keySecretRef) != has(self.awsKms)",
+                    "message": "set exactly one of keySecretRef or awsKms",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EncryptionSpec:
+        if (self.key_secret_ref is None) == (self.aws_kms is None):
+            raise ValueError("set exactly one of keySecretRef or awsKms")
+        return self
 
 
 class SigningSpec(SpecModel):

@@ -399,7 +399,7 @@ async def run_backup(
     owner = options.owner or new_run_id()
     encryption, keys = None, None
     if options.encryption_key is not None:  # the key is used (a KMS asked) before anything is written
-        encryption, keys = seal_new_backup(options.encryption_key)
+        encryption, keys = await in_thread(seal_new_backup, options.encryption_key)
     encrypted = keys is not None
     # mongodump --gzip compresses metadata files too; zstd leaves them plain
     chains = _Chains(

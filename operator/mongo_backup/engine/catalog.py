@@ -12,6 +12,7 @@ A root without a manifest is never taken for a backup (docs/FORMAT.md section 3)
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from ..storage import ObjectInfo, ObjectNotFound, Storage
@@ -118,7 +119,11 @@ async def load_catalog(
             )
         manifest, raw = found
         where = f"{storage.url}/{MANIFEST_NAME}"
-        keys = open_backup(manifest, raw, key, where)
+        keys = (
+            await asyncio.to_thread(open_backup, manifest, raw, key, where)
+            if manifest.encrypted or key
+            else None
+        )
         if public_key is not None:
             signature = manifest.signature.to_json() if manifest.signature is not None else None
             public_key.check(signature, canonical_bytes_of(raw, where), where)

@@ -67,6 +67,12 @@ def parse_key(text: str | bytes, where: str) -> bytes:
     return key
 
 
+def wrap_context(backup_id: str) -> bytes:
+    """The associated data of a wrapped data key: a wrapped key copied into another backup's
+    manifest does not unwrap there."""
+    return b"mongo-backup data key\x00" + backup_id.encode()
+
+
 def _derive(data_key: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(data_key)
 
@@ -89,11 +95,13 @@ class KeyEncryptionKey(abc.ABC):
         KMS key id. Never the key."""
 
     @abc.abstractmethod
-    def wrap(self, data_key: bytes, context: bytes) -> bytes: ...
+    def wrap(self, data_key: bytes, backup_id: str) -> bytes:
+        """The data key of backup `backup_id`, wrapped so that it unwraps only as that backup's.
+        Blocking (a KMS is a network call): run it in a thread."""
 
     @abc.abstractmethod
-    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        """The data key; WrongKey when this KEK did not wrap it."""
+    def unwrap(self, wrapped: bytes, backup_id: str) -> bytes:
+        """The data key; WrongKey when this KEK did not wrap it (for this backup)."""
 
 
 class LocalKey(KeyEncryptionKey):
@@ -128,13 +136,13 @@ class LocalKey(KeyEncryptionKey):
     def __repr__(self) -> str:  # never the key
         return f"LocalKey(fingerprint={self._fingerprint}, source={self._source!r})"
 
-    def wrap(self, data_key: bytes, context: bytes) -> bytes:
+    def wrap(self, data_key: bytes, backup_id: str) -> bytes:
         nonce = secrets.token_bytes(12)
-        return nonce + self._aead.encrypt(nonce, data_key, context)
+        return nonce + self._aead.encrypt(nonce, data_key, wrap_context(backup_id))
 
-    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+    def unwrap(self, wrapped: bytes, backup_id: str) -> bytes:
         try:
-            return self._aead.decrypt(wrapped[:12], wrapped[12:], context)
+            return self._aead.decrypt(wrapped[:12], wrapped[12:], wrap_context(backup_id))
         except (InvalidTag, ValueError):
             raise WrongKey(f"key {self._fingerprint} does not open the data key") from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 
 from .encryption import SCHEME, SEGMENT_SIZE, BackupKeys, KeyEncryptionKey, new_backup_id, new_data_key
-from .errors import EncryptionExpected, KeyRequired, WrongKey
+from .errors import EncryptionExpected, KeyRequired, KmsError, WrongKey
 from .manifest import BackupManifest, EncryptionInfo, KeyInfo, check_authentication
 
 
@@ -18,10 +18,11 @@ def _context(backup_id: str) -> bytes:
 
 
 def seal_new_backup(kek: KeyEncryptionKey) -> tuple[EncryptionInfo, BackupKeys]:
-    """A new backup's keys and what its manifest records of them (only the wrapped key)."""
+    """A new backup's keys and what its manifest records of them (only the wrapped key).
+    Blocking (a KMS call): run it in a thread."""
     backup_id = new_backup_id()
     data_key = new_data_key()
-    wrapped = kek.wrap(data_key, _context(backup_id))
+    wrapped = kek.wrap(data_key, backup_id)
     info = EncryptionInfo(
         scheme=SCHEME,
         segment_size=SEGMENT_SIZE,
@@ -38,7 +39,8 @@ def open_backup(
     """The keys of the backup whose manifest is `raw` (None: a plain backup), its manifest
     authenticated. KeyRequired without a key, WrongKey (naming the backup and both
     fingerprints) with another one, ManifestTampered if the manifest was edited,
-    EncryptionExpected when a key is given for a plain backup."""
+    EncryptionExpected when a key is given for a plain backup. Blocking (a KMS call): run
+    it in a thread."""
     info = manifest.encryption
     if info is None:
         if kek is not None:
@@ -57,12 +59,14 @@ def open_backup(
             f"({kek.fingerprint}, {kek.kind})"
         )
     try:
-        data_key = kek.unwrap(base64.b64decode(info.wrapped_key), _context(info.backup_id))
+        data_key = kek.unwrap(base64.b64decode(info.wrapped_key), info.backup_id)
     except WrongKey:
         raise WrongKey(
             f"{where}: the key given ({kek.fingerprint}) does not open the data key of this backup, "
             f"which was encrypted with {recorded}"
         ) from None
+    except KmsError as exc:  # e.g. access denied: maybe another key, maybe a missing permission
+        raise type(exc)(f"{where}: the backup was encrypted with {recorded}; {exc}") from None
     keys = BackupKeys.from_data_key(data_key, info.backup_id)
     check_authentication(manifest, raw, keys, where)
     return keys

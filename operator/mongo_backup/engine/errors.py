@@ -86,6 +86,14 @@ class KeyRequired(InvalidInput):
     """The backup is encrypted and no key was given to read it."""
 
 
+class KmsError(EngineError):
+    """A KMS refused a request (key not found, disabled, access denied)."""
+
+
+class KmsUnavailable(KmsError):
+    """A KMS could not be reached or asked us to slow down: a later attempt may succeed."""
+
+
 class BackupNotFound(EngineError):
     """Nothing at that location: no manifest, no mongodump layout, no objects of ours."""
 
@@ -143,6 +151,8 @@ ERROR_KINDS: dict[type[BaseException], ErrorKind] = {
     EncryptionExpected: ErrorKind(EXIT_INTEGRITY, "EncryptionExpected"),
     WrongKey: ErrorKind(EXIT_USAGE, "WrongEncryptionKey"),
     KeyRequired: ErrorKind(EXIT_USAGE, "EncryptionKeyRequired"),
+    KmsUnavailable: ErrorKind(EXIT_FAILED, "KmsUnavailable", retryable=True),
+    KmsError: ErrorKind(EXIT_FAILED, "KmsError"),
     IntegrityError: ErrorKind(EXIT_INTEGRITY, "IntegrityError"),
     BackupNotFound: ErrorKind(EXIT_NOT_FOUND, "BackupNotFound"),
     BackupExists: ErrorKind(EXIT_FAILED, "BackupExists"),

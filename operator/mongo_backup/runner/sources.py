@@ -18,6 +18,7 @@ from ..api.common import (
 )
 from ..engine.encryption import KeyEncryptionKey, LocalKey, parse_key
 from ..engine.errors import InvalidInput
+from ..engine.kms import AwsKmsKey
 from ..engine.signing import SignatureChecker, Signer
 from ..redact import register_secret, register_uri
 from ..storage import StorageSettings
@@ -76,7 +77,11 @@ async def encryption_key(link: ObjectLink, spec: EncryptionSpec | None) -> KeyEn
     here on; a value that is not 32 bytes of base64 fails the run, naming the Secret's key."""
     if spec is None:
         return None
+    if spec.aws_kms is not None:
+        kms = spec.aws_kms
+        return AwsKmsKey(kms.key_id, region=kms.region, endpoint=kms.endpoint)
     ref = spec.key_secret_ref
+    assert ref is not None  # one of the two, by the model
     text = (await link.read_secret_key(ref.name, ref.key)).strip()
     register_secret(text)
     where = f"key {ref.key!r} of Secret {link.namespace}/{ref.name}"

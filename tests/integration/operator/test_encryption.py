@@ -21,6 +21,7 @@ from mongo_backup.api import MongoBackupStatus, MongoRestoreStatus
 from mongo_backup.engine.encryption import key_fingerprint
 from mongo_backup.engine.signing import public_fingerprint
 from mongo_backup.testing.kube import KubeEmulator
+from tests.integration.engine.test_kms import AWS_ENV, new_kms_key
 from tests.integration.operator.harness import (
     OperatorThread,
     backup_object,
@@ -32,6 +33,7 @@ from tests.integration.operator.harness import (
     wait_for,
 )
 from tests.integration.operator.test_flows import schema_fields
+from tests.support.emulators import EmulatorUnavailable, s3_emulator
 
 
 def _key() -> tuple[bytes, str]:
@@ -165,3 +167,37 @@ def test_a_signed_backup_shows_its_signer_and_restores_only_with_its_public_key(
     shown = [str(done), str(good), str(bad), *(str(events_of(kube, n)) for n in ("signed", "good", "bad"))]
     shown += [formatter.format(record) for record in caplog.records]
     assert not [line for line in shown if body[:40] in line or body[-40:] in line]
+
+
+def test_a_backup_encrypted_with_aws_kms(
+    kube: KubeEmulator,
+    operator: OperatorThread,
+    mongo_secret: str,
+    sync_mongo: MongoClient[Any],
+    dbname: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """keyless AWS credentials (here: the environment, as IRSA would set them), moto's KMS"""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    try:
+        manager = s3_emulator(tmp_path / "moto")
+        kms_server = manager.__enter__()
+    except EmulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        key_id = new_kms_key(kms_server.endpoint)
+        sync_mongo[dbname].c.insert_many([{"_id": i} for i in range(30)])
+        encryption = {"awsKms": {"keyId": key_id, "endpoint": kms_server.endpoint}}
+        kube.apply(backup_object("kms", str(tmp_path / "b"), [f"{dbname}.*"], encryption=encryption))
+        done = wait_for(kube, "mongobackups", "kms", phase_is("Completed", "Failed"))
+        assert done["status"]["phase"] == "Completed", done["status"]
+        assert done["status"]["encryption"]["keySource"] == f"aws-kms:{key_id}"
+        rename = [{"from": f"{dbname}.*", "to": f"{dbname}_kms.*"}]
+        kube.apply(restore_object("kms-copy", "kms", rename, encryption=encryption))
+        restored = wait_for(kube, "mongorestores", "kms-copy", phase_is("Completed", "Failed"))
+        assert restored["status"]["phase"] == "Completed", restored["status"]
+        assert sync_mongo[f"{dbname}_kms"].c.count_documents({}) == 30
+    finally:
+        manager.__exit__(None, None, None)
