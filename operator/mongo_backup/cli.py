@@ -476,6 +476,10 @@ async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str
         rows.append(f"{b.name:30} {status:10} {human_bytes(b.stored_bytes):>10} {docs:>12}  {created}")
         if b.invalid:
             rows.append(f"  {redact(b.invalid)}")
+        if b.key_fingerprint:
+            rows.append(f"  encrypted with key {b.key_fingerprint}")
+        if b.signer_fingerprint:
+            rows.append(f"  signed by key {b.signer_fingerprint} (verify --public-key checks it)")
         if b.partial_objects:
             rows.append(
                 f"  unfinished writes (a killed run's leftovers): {b.partial_objects} of {b.objects} objects"

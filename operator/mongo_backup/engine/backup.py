@@ -326,9 +326,8 @@ class _Chains:
     keys: BackupKeys | None
 
     def stored(self, name: str, role: str, size: int, sha256: str, chain: Transforms) -> StoredObject:
-        # a plain backup's manifest stays what version 1 readers know (steps from the suffix)
-        steps = list(chain.steps) if self.keys is not None else None
-        return StoredObject(name=name, role=role, size=size, sha256=sha256, transforms=steps)
+        # recorded in plain (version 1) manifests too: readers of version 1 ignore the field
+        return StoredObject(name=name, role=role, size=size, sha256=sha256, transforms=list(chain.steps))
 
 
 class _Counter:

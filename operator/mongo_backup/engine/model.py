@@ -278,6 +278,10 @@ class BackupListing:
     invalid: str | None = None
     #: unfinished writes (a killed run's hidden leftovers), counted in `objects` and `stored_bytes`
     partial_objects: int = 0
+    #: an encrypted backup: the fingerprint of its key-encryption key (read from the manifest)
+    key_fingerprint: str | None = None
+    #: a signed backup: the fingerprint of the key that signed it (not checked by a listing)
+    signer_fingerprint: str | None = None
 
     @property
     def state(self) -> Literal["complete", "incomplete", "invalid"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ async def test_decrypt_writes_a_mongodump_directory_that_restores(
     assert result.documents == 50
     assert await raw_documents(mongo, f"{dbname}_d.types") == await raw_documents(mongo, f"{dbname}.types")
 
+    listed = await asyncio.to_thread(run_cli, ["ls", f"file://{backup_root}"])
+    assert f"encrypted with key {fingerprint}" in listed.stdout, listed.output
+
     again = await asyncio.to_thread(
         run_cli, ["--quiet", "decrypt", "--from", url, "--to", str(plain), "--key-file", str(key_file)]
     )
@@ -97,3 +101,21 @@ def _split(data: bytes) -> list[bytes]:
         out.append(data[pos : pos + size])
         pos += size
     return out
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+async def test_a_version_1_backup_as_older_versions_wrote_it_still_restores(
+    mongo: Client, store: Storage, backup_root: Path, dbname: str, compression: str
+) -> None:
+    """Older writers recorded no `transforms`: the steps come from the names' suffixes."""
+    await mongo[dbname].types.insert_many([every_bson_type(i) for i in range(50)])
+    backup = await backup_to(mongo, store, "v1", compression=compression, include=[f"{dbname}.*"])
+    path = backup_root / "v1" / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    for entry in manifest["collections"]:
+        for obj in entry["objects"]:
+            del obj["transforms"]
+    path.write_text(json.dumps(manifest, indent=2))
+    assert (await verify_backup(backup)).ok
+    await run_restore(mongo, backup, RestoreOptions(ns_from=[f"{dbname}.*"], ns_to=[f"{dbname}_v1.*"]))
+    assert await raw_documents(mongo, f"{dbname}_v1.types") == await raw_documents(mongo, f"{dbname}.types")
