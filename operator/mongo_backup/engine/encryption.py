@@ -210,7 +210,7 @@ class SegmentSealer:
     def _seal(self, plain: bytes | bytearray | memoryview, final: bool) -> bytes:
         if self._counter > _MAX_SEGMENTS:
             raise IntegrityError("object too large to encrypt (2^32 segments)")
-        sealed = self._aead.encrypt(_nonce(self._prefix, self._counter, final), bytes(plain), self._ad)
+        sealed = self._aead.encrypt(_nonce(self._prefix, self._counter, final), plain, self._ad)
         self._counter += 1
         return sealed
 
@@ -252,7 +252,7 @@ class SegmentOpener:
     def _open(self, sealed: bytes | bytearray | memoryview, final: bool) -> bytes:
         assert self._prefix is not None
         try:
-            plain = self._aead.decrypt(_nonce(self._prefix, self._counter, final), bytes(sealed), self._ad)
+            plain = self._aead.decrypt(_nonce(self._prefix, self._counter, final), sealed, self._ad)
         except InvalidTag:
             what = "the last segment" if final else f"segment {self._counter}"
             raise IntegrityError(
