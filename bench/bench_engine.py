@@ -31,9 +31,10 @@ the result, because of caches):
               verify off, then verify on (it reads every restored document back)      (d)
   raw insert  again, after the restores
 
-With --encrypted, each backup is followed by the same backup encrypted (AES-256-GCM under a
-local key) and each repetition's restores by the encrypted backup's restore (verify on); the
-summary pairs each encrypted run with the plain run of its own repetition.
+With --encrypted, each backup runs twice per repetition, plain and encrypted (AES-256-GCM
+under a local key), and each repetition restores the encrypted backup too (verify on); the
+encrypted runs come second on odd repetitions and first on even ones (SecantusDB slows down
+as it churns). The summary pairs each encrypted run with the plain run of its repetition.
 
 Ratios pair each backup with the raw drain of its own repetition (b_i / a_i) and each
 restore with the raw insert of its own (d_i / c_i): medians and min-max over repetitions.
@@ -600,6 +601,13 @@ def _row(r: Result) -> str:
     return line
 
 
+def _key_order(key_file: str | None, rep: int) -> list[str | None]:
+    """Plain then encrypted on odd repetitions, the other way round on even ones."""
+    if key_file is None:
+        return [None]
+    return [None, key_file] if rep % 2 else [key_file, None]
+
+
 def run_dataset(
     runner: Runner,
     work: Path,
@@ -648,31 +656,21 @@ def run_dataset(
     for rep in range(1, repeat + 1):
         runner.measure(name, "raw drain", "drain", count, rep=rep, db=src_db)
         for compression in compressions:
-            target = work / "backups" / f"{name}-{compression}-{rep}"
-            runner.measure(
-                name,
-                f"backup {compression}",
-                "backup",
-                count,
-                rep=rep,
-                db=src_db,
-                target=str(target),
-                compression=compression,
-            )
-            if rep < repeat:
-                shutil.rmtree(target, ignore_errors=True)
-            if key_file:
-                target = work / "backups" / f"{name}-{compression}-enc-{rep}"
+            # with a key, plain and encrypted swap places every repetition: SecantusDB slows
+            # down as it churns, and neither side should always come second
+            for key in _key_order(key_file, rep):
+                suffix = "-enc" if key else ""
+                target = work / "backups" / f"{name}-{compression}{suffix}-{rep}"
                 runner.measure(
                     name,
-                    f"backup {compression} encrypted",
+                    f"backup {compression}{' encrypted' if key else ''}",
                     "backup",
                     count,
                     rep=rep,
                     db=src_db,
                     target=str(target),
                     compression=compression,
-                    key_file=key_file,
+                    key_file=key,
                 )
                 if rep < repeat:
                     shutil.rmtree(target, ignore_errors=True)
@@ -684,7 +682,6 @@ def run_dataset(
         return
 
     fresh = f"bench_{name}_copy"
-    backup = work / "backups" / f"{name}-{compressions[0]}-{repeat}"
     for rep in range(1, repeat + 1):
         runner.measure(
             name, "raw insert", "raw_insert", count, rep=rep, db=fresh, source=str(source), workers=workers
@@ -697,8 +694,15 @@ def run_dataset(
                 name, "renameCollection alone", "command", count, counted=False, db="admin", command=rename
             )
         runner.drop_database(fresh)
-        for verify in (False, True):
-            label = f"restore {compressions[0]} verify {'on' if verify else 'off'}"
+        restores: list[tuple[bool, str | None]] = [(False, None), (True, None)]
+        if key_file:
+            encrypted = (True, key_file)
+            restores = [encrypted, *restores] if rep % 2 == 0 else [*restores, encrypted]
+        for verify, key in restores:
+            label = (
+                f"restore {compressions[0]}{' encrypted' if key else ''} verify {'on' if verify else 'off'}"
+            )
+            suffix = "-enc" if key else ""
             runner.measure(
                 name,
                 label,
@@ -706,25 +710,11 @@ def run_dataset(
                 count,
                 rep=rep,
                 db=fresh,
-                target=str(backup),
+                target=str(work / "backups" / f"{name}-{compressions[0]}{suffix}-{repeat}"),
                 source_db=src_db,
                 verify=verify,
                 workers=workers,
-            )
-            runner.drop_database(fresh)
-        if key_file:
-            runner.measure(
-                name,
-                f"restore {compressions[0]} encrypted verify on",
-                "restore",
-                count,
-                rep=rep,
-                db=fresh,
-                target=str(work / "backups" / f"{name}-{compressions[0]}-enc-{repeat}"),
-                source_db=src_db,
-                verify=True,
-                workers=workers,
-                key_file=key_file,
+                key_file=key,
             )
             runner.drop_database(fresh)
     runner.measure(
