@@ -119,11 +119,9 @@ async def load_catalog(
             )
         manifest, raw = found
         where = f"{storage.url}/{MANIFEST_NAME}"
-        keys = (
-            await asyncio.to_thread(open_backup, manifest, raw, key, where)
-            if manifest.encrypted or key
-            else None
-        )
+        # first the key (unwrapping may be a KMS call: in a thread) and the manifest's
+        # authentication, then its signature: before any object is read
+        keys = await asyncio.to_thread(open_backup, manifest, raw, key, where)
         if public_key is not None:
             signature = manifest.signature.to_json() if manifest.signature is not None else None
             public_key.check(signature, canonical_bytes_of(raw, where), where)
