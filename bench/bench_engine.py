@@ -4,6 +4,7 @@ driver calls they are built on, against one local SecantusDB, in the same run.
     .venv/bin/python bench/bench_engine.py                       # 1M small + 100k large docs
     .venv/bin/python bench/bench_engine.py --docs 100000 --large-docs 20000 --repeat 3
     .venv/bin/python bench/bench_engine.py --compressions zstd,gzip,none --standalone
+    .venv/bin/python bench/bench_engine.py --encrypted       # + encrypted backups and restores
 
 Three data sets, each in its own database, generated once as raw BSON: `small` (--docs,
 ~210-byte documents of mixed types, compressible like real records, one collection),
@@ -30,6 +31,11 @@ the result, because of caches):
               verify off, then verify on (it reads every restored document back)      (d)
   raw insert  again, after the restores
 
+With --encrypted, each backup runs twice per repetition, plain and encrypted (AES-256-GCM
+under a local key), and each repetition restores the encrypted backup too (verify on); the
+encrypted runs come second on odd repetitions and first on even ones (SecantusDB slows down
+as it churns). The summary pairs each encrypted run with the plain run of its repetition.
+
 Ratios pair each backup with the raw drain of its own repetition (b_i / a_i) and each
 restore with the raw insert of its own (d_i / c_i): medians and min-max over repetitions.
 Time to first byte, per backup: from the call of run_backup to (1) the first data object
@@ -51,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import json
 import multiprocessing
@@ -280,7 +287,15 @@ def phase_load_many(
     return totals
 
 
-def phase_backup(meter: Meter, uri: str, db: str, target: str, compression: str, **_: Any) -> dict[str, Any]:
+def _encryption_key(key_file: str | None) -> Any:
+    from mongo_backup.engine.encryption import LocalKey
+
+    return LocalKey.from_file(key_file) if key_file else None
+
+
+def phase_backup(
+    meter: Meter, uri: str, db: str, target: str, compression: str, key_file: str | None = None, **_: Any
+) -> dict[str, Any]:
     from mongo_backup.engine import BackupOptions, Progress, open_client, run_backup
     from mongo_backup.engine.metadata import DATA_SUFFIX
     from mongo_backup.storage import ObjectInfo, ObjectWriter, open_storage
@@ -326,7 +341,11 @@ def phase_backup(meter: Meter, uri: str, db: str, target: str, compression: str,
         client = open_client(uri)
         await client.admin.command("ping")
         storage = Watched(open_storage(Path(target).parent.as_uri()), Path(target).name)
-        options = BackupOptions(compression=compression, include=[f"{db}.*"])  # type: ignore[arg-type]
+        options = BackupOptions(
+            compression=compression,  # type: ignore[arg-type]
+            include=[f"{db}.*"],
+            encryption_key=_encryption_key(key_file),
+        )
         with meter:
             result = await run_backup(client, storage, options, progress)
         await client.close()
@@ -352,7 +371,15 @@ def _timings(result: Any) -> dict[str, float]:
 
 
 def phase_restore(
-    meter: Meter, uri: str, db: str, target: str, source_db: str, verify: bool, workers: int, **_: Any
+    meter: Meter,
+    uri: str,
+    db: str,
+    target: str,
+    source_db: str,
+    verify: bool,
+    workers: int,
+    key_file: str | None = None,
+    **_: Any,
 ) -> dict[str, Any]:
     from mongo_backup.engine import RestoreOptions, open_client, run_restore
     from mongo_backup.storage import open_storage
@@ -362,7 +389,11 @@ def phase_restore(
         await client.admin.command("ping")
         storage = open_storage(Path(target).parent.as_uri()).child(Path(target).name)
         options = RestoreOptions(
-            ns_from=[f"{source_db}.*"], ns_to=[f"{db}.*"], verify=verify, insert_workers=workers
+            ns_from=[f"{source_db}.*"],
+            ns_to=[f"{db}.*"],
+            verify=verify,
+            insert_workers=workers,
+            key=_encryption_key(key_file),
         )
         with meter:
             result = await run_restore(client, storage, options)
@@ -570,6 +601,13 @@ def _row(r: Result) -> str:
     return line
 
 
+def _key_order(key_file: str | None, rep: int) -> list[str | None]:
+    """Plain then encrypted on odd repetitions, the other way round on even ones."""
+    if key_file is None:
+        return [None]
+    return [None, key_file] if rep % 2 else [key_file, None]
+
+
 def run_dataset(
     runner: Runner,
     work: Path,
@@ -580,9 +618,11 @@ def run_dataset(
     workers: int,
     repeat: int,
     per_collection: int = 0,
+    key_file: str | None = None,
 ) -> None:
     """One data set; `per_collection` > 0: the `many` set (count // per_collection
-    collections), backed up but not restored."""
+    collections), backed up but not restored. `key_file`: also back up (each compression) and
+    restore (the first, verify on) encrypted, right after the plain run of the same repetition."""
     source = work / f"{name}.bson"
     t0 = time.perf_counter()
     total = generate(source, "large" if name == "large" else "small", count, size)
@@ -616,19 +656,24 @@ def run_dataset(
     for rep in range(1, repeat + 1):
         runner.measure(name, "raw drain", "drain", count, rep=rep, db=src_db)
         for compression in compressions:
-            target = work / "backups" / f"{name}-{compression}-{rep}"
-            runner.measure(
-                name,
-                f"backup {compression}",
-                "backup",
-                count,
-                rep=rep,
-                db=src_db,
-                target=str(target),
-                compression=compression,
-            )
-            if rep < repeat:
-                shutil.rmtree(target, ignore_errors=True)
+            # with a key, plain and encrypted swap places every repetition: SecantusDB slows
+            # down as it churns, and neither side should always come second
+            for key in _key_order(key_file, rep):
+                suffix = "-enc" if key else ""
+                target = work / "backups" / f"{name}-{compression}{suffix}-{rep}"
+                runner.measure(
+                    name,
+                    f"backup {compression}{' encrypted' if key else ''}",
+                    "backup",
+                    count,
+                    rep=rep,
+                    db=src_db,
+                    target=str(target),
+                    compression=compression,
+                    key_file=key,
+                )
+                if rep < repeat:
+                    shutil.rmtree(target, ignore_errors=True)
     runner.measure(name, "raw drain, async driver", "drain_async", count, counted=False, db=src_db)
     runner.measure(name, "raw drain (after)", "drain", count, db=src_db)
     if per_collection:
@@ -637,7 +682,6 @@ def run_dataset(
         return
 
     fresh = f"bench_{name}_copy"
-    backup = work / "backups" / f"{name}-{compressions[0]}-{repeat}"
     for rep in range(1, repeat + 1):
         runner.measure(
             name, "raw insert", "raw_insert", count, rep=rep, db=fresh, source=str(source), workers=workers
@@ -650,8 +694,15 @@ def run_dataset(
                 name, "renameCollection alone", "command", count, counted=False, db="admin", command=rename
             )
         runner.drop_database(fresh)
-        for verify in (False, True):
-            label = f"restore {compressions[0]} verify {'on' if verify else 'off'}"
+        restores: list[tuple[bool, str | None]] = [(False, None), (True, None)]
+        if key_file:
+            encrypted = (True, key_file)
+            restores = [encrypted, *restores] if rep % 2 == 0 else [*restores, encrypted]
+        for verify, key in restores:
+            label = (
+                f"restore {compressions[0]}{' encrypted' if key else ''} verify {'on' if verify else 'off'}"
+            )
+            suffix = "-enc" if key else ""
             runner.measure(
                 name,
                 label,
@@ -659,10 +710,11 @@ def run_dataset(
                 count,
                 rep=rep,
                 db=fresh,
-                target=str(backup),
+                target=str(work / "backups" / f"{name}-{compressions[0]}{suffix}-{repeat}"),
                 source_db=src_db,
                 verify=verify,
                 workers=workers,
+                key_file=key,
             )
             runner.drop_database(fresh)
     runner.measure(
@@ -754,6 +806,8 @@ def summarize(results: list[Result]) -> list[str]:
             f"  client cpu {v.cpu_ratio.show('x')} [{_met(v.cpu_ratio.median <= TARGET_CPU)} <={TARGET_CPU:.2f}]"
             f"  rss {v.rss / MiB:.0f} MiB [{_met(v.rss < TARGET_RSS)} <200]"
         )
+    for dataset, label, plain_label, ratio in encryption_rows(results):
+        lines.append(f"  {dataset:<6} {label:<24} / {plain_label}: {ratio.show('x')} (paired per repetition)")
     for dataset, label, first_batch, first_write, drain_first in ttfb_rows(results):
         lines.append(
             f"  {dataset:<6} {label:<24} time to first batch {first_batch.show(' s')},"
@@ -764,6 +818,20 @@ def summarize(results: list[Result]) -> list[str]:
             f"  {dataset:<6} {label:<24} phases (median s): {_phases({k: v.median for k, v in phases.items()})}"
         )
     return lines
+
+
+def encryption_rows(results: list[Result]) -> list[tuple[str, str, str, Spread]]:
+    """Each encrypted run against the plain run of the same repetition (wall time)."""
+    out = []
+    for dataset in dict.fromkeys(r.dataset for r in results):
+        rows = [r for r in results if r.dataset == dataset]
+        for label in dict.fromkeys(r.label for r in rows if " encrypted" in r.label):
+            plain_label = label.replace(" encrypted", "")
+            plain = [r for r in rows if r.label == plain_label]
+            ours = [r for r in rows if r.label == label]
+            if plain:
+                out.append((dataset, label, plain_label, Spread(_paired(ours, plain, lambda r: r.wall))))
+    return out
 
 
 def ttfb_rows(results: list[Result]) -> list[tuple[str, str, Spread, Spread, Spread]]:
@@ -882,6 +950,11 @@ def main() -> None:
         "--workers", type=int, default=2, help="insert threads / the restore's insert_workers"
     )
     parser.add_argument("--standalone", action="store_true", help="SecantusDB without replica set")
+    parser.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="also back up and restore encrypted (AES-256-GCM, a local key), after each plain run",
+    )
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--markdown", type=Path, help="write the result tables here")
     parser.add_argument("--profile-dir", type=Path, help="cProfile the backup/restore children into here")
@@ -909,7 +982,17 @@ def main() -> None:
             sep = "&" if "?" in uri else "?"
             uri += f"{sep}connectTimeoutMS=120000&serverSelectionTimeoutMS=120000"
             runner = Runner(uri, _server_process(), args.profile_dir, args.json, args.markdown)
-            common = {"compressions": compressions, "workers": args.workers, "repeat": args.repeat}
+            key_file = None
+            if args.encrypted:
+                key_path = work / "bench.key"
+                key_path.write_text(base64.b64encode(os.urandom(32)).decode())
+                key_file = str(key_path)
+            common = {
+                "compressions": compressions,
+                "workers": args.workers,
+                "repeat": args.repeat,
+                "key_file": key_file,
+            }
             if args.docs:
                 run_dataset(runner, work, "small", args.docs, 200, **common)
             if args.large_docs:

@@ -1,4 +1,4 @@
-"""`mongo-backup`: backup, restore, verify, drill, ls, prune; crds; run (the operator); run-one.
+"""`mongo-backup`: backup, restore, verify, decrypt, drill, ls, prune; crds; run (the operator); run-one.
 
 Exit codes (stable, for scripts):
   0 success · 1 failed · 2 bad usage or input · 3 restore conflict · 4 integrity problem
@@ -56,12 +56,16 @@ from .engine import (
     verify_backup,
 )
 from .engine.catalog import RootContents
+from .engine.decrypt import decrypt_backup
 from .engine.drill import DrillOptions, run_drill
+from .engine.encryption import KeyEncryptionKey, LocalKey
 from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
 from .engine.failpoints import failpoint
+from .engine.kms import AwsKmsKey
 from .engine.lock import LockInfo, new_run_id, read_lock
 from .engine.manifest import LOCK_NAME
 from .engine.retention import RULE_HELP
+from .engine.signing import SignatureChecker, Signer
 from .engine.source import translate
 from .redact import install_log_redaction, redact, register_uri
 from .storage import (
@@ -190,7 +194,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN", help="e.g. 'db.*'")
     p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
+    p.add_argument(
+        "--encrypt-key-file",
+        metavar="PATH",
+        help="encrypt the backup (AES-256-GCM) under a fresh data key wrapped by this key: a file "
+        "holding 32 random bytes, base64 (e.g. `head -c32 /dev/urandom | base64`)",
+    )
+    p.add_argument(
+        "--kms-key",
+        metavar="KEY_ID",
+        help="encrypt the backup under a fresh data key wrapped by this AWS KMS key (id, ARN or "
+        "alias/NAME; the AWS default credentials; AWS_ENDPOINT_URL_KMS for a KMS-compatible service)",
+    )
+    p.add_argument(
+        "--sign-key-file",
+        metavar="PATH",
+        help="sign the manifest with this Ed25519 private key (PEM, e.g. `openssl genpkey -algorithm "
+        "ed25519`, or the 32-byte seed in base64)",
+    )
     storage_flags(p)
+
+    def key_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--key-file",
+            metavar="PATH",
+            help="the key (32 bytes, base64) of an encrypted backup; a plain backup is refused with one",
+        )
+        p.add_argument(
+            "--kms-key", metavar="KEY_ID", help="the AWS KMS key of a backup encrypted with --kms-key"
+        )
+        p.add_argument(
+            "--public-key",
+            metavar="PATH",
+            help="require the manifest to be signed by this Ed25519 public key (PEM or 32 bytes base64)",
+        )
 
     p = sub.add_parser("restore", help="restore a backup (or a mongodump directory) into MongoDB")
     uri_flag(p)
@@ -208,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the source is a plain `mongodump --out` directory (no manifest: it cannot be verified)",
     )
+    key_flags(p)
     storage_flags(p)
 
     p = sub.add_parser(
@@ -225,10 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ns-include", action="append", default=[], metavar="PATTERN")
     p.add_argument("--ns-exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--parallel", type=positive_int, default=4, help="collections at once (default 4)")
+    key_flags(p)
     storage_flags(p)
 
     p = sub.add_parser("verify", help="check a stored backup against its manifest (no database needed)")
     p.add_argument("--from", dest="source", required=True, metavar="URL")
+    key_flags(p)
+    storage_flags(p)
+
+    p = sub.add_parser(
+        "decrypt",
+        help="write an encrypted (or compressed) backup out as a plain mongodump directory",
+        description="Decrypt and decompress every object of a backup into DIR as mongodump's "
+        "<db>/<collection>.bson and .metadata.json, checking each against the manifest on the way; "
+        "`mongorestore --dir DIR` restores the result. The files written are NOT encrypted.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="URL")
+    p.add_argument(
+        "--to", dest="directory", required=True, type=Path, metavar="DIR", help="a new local folder"
+    )
+    key_flags(p)
     storage_flags(p)
 
     p = sub.add_parser("ls", help="list the backups under a location")
@@ -371,6 +425,8 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
             include=args.ns_include,
             exclude=args.ns_exclude,
             parallel=args.parallel,
+            encryption_key=_key(args, "encrypt_key_file"),
+            signer=Signer.from_file(args.sign_key_file) if args.sign_key_file else None,
         )
         result = await run_backup(client, storage, options, display)
     display.close()
@@ -381,7 +437,11 @@ async def cmd_backup(args: argparse.Namespace, display: ProgressDisplay) -> dict
         f"  {len(result.collections)} collections, {result.documents:,} documents, "
         f"{human_bytes(result.data_bytes)} of BSON stored as {human_bytes(result.stored_bytes)} "
         f"({ratio:.1f}x), {human_seconds(result.duration)}\n"
-        f"  checksum sha256:{result.checksum}",
+        f"  checksum sha256:{result.checksum}"
+        + (f"\n  encrypted, key fingerprint {result.key_fingerprint}" if result.key_fingerprint else "")
+        + (
+            f"\n  signed, signer fingerprint {result.signer_fingerprint}" if result.signer_fingerprint else ""
+        ),
     )
     return dict(_jsonable(result))
 
@@ -398,6 +458,8 @@ async def cmd_restore(args: argparse.Namespace, display: ProgressDisplay) -> dic
             insert_workers=args.insert_workers,
             verify=not args.no_verify,
             source_format="mongodump" if args.from_mongodump else "mongo-backup",
+            key=_key(args, "key_file"),
+            public_key=_public_key(args),
         )
         result = await run_restore(client, storage, options, display)
     display.close()
@@ -432,6 +494,8 @@ async def cmd_drill(args: argparse.Namespace, display: ProgressDisplay) -> dict[
         include=tuple(args.ns_include),
         exclude=tuple(args.ns_exclude),
         parallel=args.parallel,
+        key=_key(args, "key_file"),
+        public_key=_public_key(args),
     )
     async with _connected(args, args.source) as (client, storage):
         result = await run_drill(client, storage, options, display)
@@ -449,9 +513,10 @@ async def cmd_drill(args: argparse.Namespace, display: ProgressDisplay) -> dict[
 
 
 async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    key, public_key = _key(args, "key_file"), _public_key(args)
     storage = _backup_storage(args.source, args)
     try:
-        result = await verify_backup(storage, display)
+        result = await verify_backup(storage, display, key=key, public_key=public_key)
     finally:
         await storage.close()
     display.close()
@@ -465,9 +530,42 @@ async def cmd_verify(args: argparse.Namespace, display: ProgressDisplay) -> dict
     _say(
         args,
         f"backup OK: {result.location}\n  {result.objects} objects, {result.documents:,} documents, "
-        f"{human_bytes(result.stored_bytes)} stored; checksum sha256:{result.checksum}",
+        f"{human_bytes(result.stored_bytes)} stored; checksum sha256:{result.checksum}"
+        + (f"\n  signature checked: signed by key {public_key.fingerprint}" if public_key else ""),
     )
     return dict(_jsonable(result))
+
+
+async def cmd_decrypt(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
+    key, public_key = _key(args, "key_file"), _public_key(args)
+    storage = _backup_storage(args.source, args)
+    try:
+        result = await decrypt_backup(storage, args.directory, key, public_key)
+    finally:
+        await storage.close()
+    _say(
+        args,
+        f"decrypted {result.location} into {result.directory} (plain, NOT encrypted)\n"
+        f"  {result.collections} collections, {result.documents:,} documents, checked against the manifest; "
+        f"restore with: mongorestore --dir {result.directory}",
+    )
+    return dict(_jsonable(result))
+
+
+def _key(args: argparse.Namespace, flag: str) -> KeyEncryptionKey | None:
+    """The key-encryption key the command line names (read before any connection is made):
+    a key file, or an AWS KMS key; not both."""
+    path, kms = getattr(args, flag, None), getattr(args, "kms_key", None)
+    if path and kms:
+        raise UsageError(f"--{flag.replace('_', '-')} and --kms-key: give one key, not both")
+    if kms:
+        return AwsKmsKey(kms)
+    return LocalKey.from_file(path) if path else None
+
+
+def _public_key(args: argparse.Namespace) -> SignatureChecker | None:
+    path = getattr(args, "public_key", None)
+    return SignatureChecker.from_file(path) if path else None
 
 
 async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str, Any]:
@@ -484,6 +582,10 @@ async def cmd_ls(args: argparse.Namespace, display: ProgressDisplay) -> dict[str
         rows.append(f"{b.name:30} {status:10} {human_bytes(b.stored_bytes):>10} {docs:>12}  {created}")
         if b.invalid:
             rows.append(f"  {redact(b.invalid)}")
+        if b.key_fingerprint:
+            rows.append(f"  encrypted with key {b.key_fingerprint}")
+        if b.signer_fingerprint:
+            rows.append(f"  signed by key {b.signer_fingerprint} (verify --public-key checks it)")
         if b.partial_objects:
             rows.append(
                 f"  unfinished writes (a killed run's leftovers): {b.partial_objects} of {b.objects} objects"
@@ -710,6 +812,7 @@ _ASYNC_COMMANDS: dict[
     "restore": cmd_restore,
     "verify": cmd_verify,
     "drill": cmd_drill,
+    "decrypt": cmd_decrypt,
     "ls": cmd_ls,
     "prune": cmd_prune,
 }

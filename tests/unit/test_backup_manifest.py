@@ -73,7 +73,7 @@ def test_a_manifest_reads_back_as_written() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     doc = copy.deepcopy(GOOD)
-    doc["encryption"] = {"future": True}
+    doc["replication"] = {"future": True}  # "encryption" is a field of version 2
     doc["collections"][0]["shardKey"] = {"_id": "hashed"}
     doc["collections"][0]["objects"][0]["crc32c"] = "abc"
     assert BackupManifest.from_json(json.dumps(doc).encode(), WHERE).documents == 3
@@ -122,7 +122,8 @@ INVALID = [
     ("missing totals", _drop("totals"), "totals: missing"),
     ("missing level", _drop("compression.level"), "compression.level: missing"),
     ("missing version", _drop("formatVersion"), "formatVersion: missing"),
-    ("newer version", _set("formatVersion", 2), "formatVersion 2 is newer than this tool reads (1)"),
+    ("newer version", _set("formatVersion", 3), "formatVersion 3 is newer than this tool reads (2)"),
+    ("version 2 unencrypted", _set("formatVersion", 2), "encryption: missing"),
     ("version 0", _set("formatVersion", 0), "formatVersion: must be >= 1"),
     ("other format", _set("format", "restic"), "format: must be 'mongo-backup'"),
     ("bad sha256", _set("collections.0.objects.0.sha256", "A" * 64), "sha256: must be 64 lower-case hex"),

@@ -9,10 +9,12 @@ from pydantic import Field
 from .common import (
     CompressionSpec,
     CustomResource,
+    EncryptionSpec,
     MongoDBConnection,
     NamespaceFilter,
     PrinterColumn,
     RunStatus,
+    SigningSpec,
     SpecModel,
     StorageSpec,
     parallelism_field,
@@ -36,6 +38,17 @@ class MongoBackupSpec(SpecModel):
     run_mode: RunMode | None = runmode_field()
     runner: RunnerSpec = Field(
         default_factory=RunnerSpec, description="The run's pod in Job mode: resources and placement."
+    )
+    encryption: EncryptionSpec | None = Field(
+        default=None,
+        description=(
+            "Encrypt every stored object (AES-256-GCM) under a fresh data key wrapped by a key "
+            "from a Secret, and authenticate the manifest; unset: stored in clear."
+        ),
+    )
+    signing: SigningSpec | None = Field(
+        default=None,
+        description="Sign the manifest with an Ed25519 private key from a Secret; unset: not signed.",
     )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",

@@ -88,6 +88,73 @@ class MongoDBConnection(SpecModel):
     )
 
 
+class AwsKmsKeySpec(SpecModel):
+    key_id: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="AWS KMS key id, key ARN, alias/NAME or alias ARN of a symmetric encryption key.",
+    )
+    region: str | None = Field(
+        default=None, max_length=64, description="AWS region of the key (default: the environment's)."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description=(
+            "A KMS-compatible endpoint URL (default: AWS). Credentials: the AWS default chain "
+            "(IRSA, instance role)."
+        ),
+    )
+
+
+class EncryptionSpec(SpecModel):
+    """Client-side encryption at rest (docs/FORMAT.md section 8): every stored object is
+    encrypted with AES-256-GCM under a fresh data key per backup, wrapped by one key: from a
+    Secret, or held by AWS KMS."""
+
+    key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the key-encryption key: 32 random bytes, base64 (e.g. "
+            "`head -c32 /dev/urandom | base64`). A restore needs the same key (the Secret's name "
+            "may differ); without it the backup cannot be read."
+        ),
+    )
+    aws_kms: AwsKmsKeySpec | None = Field(
+        default=None, description="Wrap the data key with this AWS KMS key instead (envelope encryption)."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.keySecretRef) != has(self.awsKms)",
+                    "message": "set exactly one of keySecretRef or awsKms",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EncryptionSpec:
+        if (self.key_secret_ref is None) == (self.aws_kms is None):
+            raise ValueError("set exactly one of keySecretRef or awsKms")
+        return self
+
+
+class SigningSpec(SpecModel):
+    """Ed25519 signatures of the backup's manifest (docs/FORMAT.md section 8.5)."""
+
+    key_secret_ref: SecretKeyRef = Field(
+        description=(
+            "Secret key holding an Ed25519 key, PEM (`openssl genpkey -algorithm ed25519`) or 32 bytes "
+            "base64. A MongoBackup needs the private key (it signs); a MongoRestore takes the public "
+            "key (or the private one) and refuses a backup whose manifest it did not sign."
+        )
+    )
+
+
 class FilesystemStorage(SpecModel):
     path: str = Field(
         min_length=1,
@@ -387,6 +454,21 @@ class Progress(StatusModel):
     )
 
 
+class EncryptionStatus(StatusModel):
+    key_fingerprint: str | None = Field(
+        default=None, description="Fingerprint (16 hex digits) of the key that wraps the backup's data key."
+    )
+    key_source: str | None = Field(
+        default=None, description="Where that key came from when the backup was made, e.g. secret:NAME."
+    )
+
+
+class SigningStatus(StatusModel):
+    signer_fingerprint: str | None = Field(
+        default=None, description="Fingerprint (16 hex digits) of the Ed25519 key that signed the manifest."
+    )
+
+
 class RunStatus(StatusModel):
     """Status fields shared by backups and restores."""
 
@@ -428,6 +510,12 @@ class RunStatus(StatusModel):
     error: str | None = Field(default=None, description="Why the run failed or waits, in one line.")
     attempts: int | None = Field(
         default=None, ge=0, description="Attempts started; more than 1 after an operator restart."
+    )
+    encryption: EncryptionStatus | None = Field(
+        default=None, description="Which key encrypts the backup (never the key); unset for a plain backup."
+    )
+    signing: SigningStatus | None = Field(
+        default=None, description="Who signed the backup's manifest (checked on restore); unset: not signed."
     )
 
     def condition(self, type_: str) -> Condition | None:

@@ -9,11 +9,13 @@ from pydantic import ConfigDict, Field, model_validator
 from .common import (
     NAME_MAX,
     CustomResource,
+    EncryptionSpec,
     MongoDBConnection,
     NamespaceFilter,
     NamespacePattern,
     PrinterColumn,
     RunStatus,
+    SigningSpec,
     SpecModel,
     StatusModel,
     StorageSpec,
@@ -110,6 +112,17 @@ class MongoRestoreSpec(SpecModel):
     run_mode: RunMode | None = runmode_field()
     runner: RunnerSpec = Field(
         default_factory=RunnerSpec, description="The run's pod in Job mode: resources and placement."
+    )
+    encryption: EncryptionSpec | None = Field(
+        default=None,
+        description=(
+            "The key of an encrypted backup (required to restore one; with it, a backup that is "
+            "not encrypted is refused)."
+        ),
+    )
+    signing: SigningSpec | None = Field(
+        default=None,
+        description="Restore only a backup whose manifest this Ed25519 key signed (public key from a Secret).",
     )
 
     model_config = ConfigDict(

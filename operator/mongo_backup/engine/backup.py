@@ -22,7 +22,6 @@ Failpoints (engine/failpoints.py):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -38,16 +37,20 @@ from .. import __version__
 from ..storage import ObjectExists, Storage
 from ..storage.retry import in_thread, settle
 from .cancellation import cancelled_with, checkpoint, clean_up
-from .compression import Codec, get_codec
+from .compression import get_codec
 from .cursor import batch_documents
 from .digest import ContentDigest
+from .encryption import BackupKeys
+from .envelope import seal_new_backup
 from .errors import EngineError
 from .failpoints import failpoint
 from .journal import TEMP_PREFIX
 from .lock import BackupLock, lock_backup_root, new_run_id
 from .manifest import (
+    FORMAT_VERSION,
     LOCK_NAME,
     MANIFEST_NAME,
+    PLAIN_FORMAT_VERSION,
     BackupManifest,
     CollectionEntry,
     StoredObject,
@@ -59,6 +62,7 @@ from .namespaces import SKIPPED_DATABASES, NamespaceFilter, is_system_namespace
 from .progress import ProgressTracker
 from .source import mongo_errors
 from .taskgroups import first_cause
+from .transforms import Transforms
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +206,7 @@ class _Job:
         client: AsyncMongoClient[Any],
         storage: Storage,
         plan: PlannedCollection,
-        codec: Codec,
-        level: int | None,
+        chains: _Chains,
         tracker: ProgressTracker,
         written: _Written,
     ) -> None:
@@ -211,8 +214,7 @@ class _Job:
         self.storage = storage
         self.written = written
         self.plan = plan
-        self.codec = codec
-        self.level = level
+        self.chains = chains
         self.tracker = tracker
         self.stem = collection_file_stem(plan.db, plan.name)
         #: totals unknown until the counter (or the end of the dump) tells
@@ -244,11 +246,11 @@ class _Job:
         )
 
     async def _dump_data(self) -> tuple[StoredObject, ContentDigest]:
-        name = self.stem + DATA_SUFFIX + self.codec.suffix
+        chains = self.chains
+        name = self.stem + DATA_SUFFIX + chains.data.suffix
         where = f"{self.plan.namespace} -> {self.storage.url}/{name}"
         digest = ContentDigest()
-        sha = hashlib.sha256()
-        compressor = self.codec.compressor(self.level)
+        stored = chains.data.writer(name, chains.level, chains.keys)
         batches: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
         collection = self.client[self.plan.db][self.plan.name]
 
@@ -265,16 +267,9 @@ class _Job:
             await batches.put(None)
 
         def encode(batch: bytes) -> bytes:
-            # in a worker thread: zstd and sha256 release the GIL, so the event loop keeps reading
+            # in a worker thread: zstd, AES-GCM and sha256 release the GIL, so the event loop keeps reading
             digest.update_batch(batch, where)
-            out = compressor.compress(batch)
-            sha.update(out)
-            return out
-
-        def encode_tail() -> bytes:
-            out = compressor.flush()
-            sha.update(out)
-            return out
+            return stored.update(batch)
 
         async def write_chunk(data: bytes) -> None:
             await writer.write(data)
@@ -293,7 +288,7 @@ class _Job:
                     await write_chunk(b"".join(pending))
                     pending, pending_size = [], 0
                 await self.tracker.advance(self.progress, digest.documents - before, len(batch))
-            pending.append(await in_thread(encode_tail))
+            pending.append(await in_thread(stored.finish))
             await write_chunk(b"".join(pending))
 
         with self.written.writing(name):
@@ -302,7 +297,7 @@ class _Job:
                     group.create_task(read_batches())
                     group.create_task(write_objects())
         assert writer.info is not None
-        return StoredObject(name, "data", writer.info.size, sha.hexdigest()), digest
+        return chains.stored(name, "data", writer.info.size, stored.sha256, chains.data), digest
 
     async def _dump_metadata(self) -> StoredObject:
         indexes: list[dict[str, Any]] = []
@@ -312,15 +307,27 @@ class _Job:
                 indexes = [dict(ix) async for ix in cursor]
         info = dict(self.plan.info)
         info["type"] = self.plan.type
-        raw = build_metadata(info, indexes)
-        name = self.stem + METADATA_SUFFIX
-        if self.codec.name == "gzip":  # mongodump --gzip compresses metadata files too
-            compressor = self.codec.compressor(self.level)
-            raw = compressor.compress(raw) + compressor.flush()
-            name += self.codec.suffix
+        chains = self.chains
+        name = self.stem + METADATA_SUFFIX + chains.metadata.suffix
+        writer = chains.metadata.writer(name, chains.level, chains.keys)
+        raw = writer.whole(build_metadata(info, indexes))
         with self.written.writing(name):
             stored = await self.storage.write_bytes(name, raw)
-        return StoredObject(name, "metadata", stored.size, hashlib.sha256(raw).hexdigest())
+        return chains.stored(name, "metadata", stored.size, writer.sha256, chains.metadata)
+
+
+@dataclass(frozen=True)
+class _Chains:
+    """The transform chains of a backup's objects (engine/transforms.py), and its keys."""
+
+    data: Transforms
+    metadata: Transforms
+    level: int | None
+    keys: BackupKeys | None
+
+    def stored(self, name: str, role: str, size: int, sha256: str, chain: Transforms) -> StoredObject:
+        # recorded in plain (version 1) manifests too: readers of version 1 ignore the field
+        return StoredObject(name=name, role=role, size=size, sha256=sha256, transforms=list(chain.steps))
 
 
 class _Counter:
@@ -389,6 +396,17 @@ async def run_backup(
     selection = NamespaceFilter(options.include, options.exclude)
     started = datetime.now(UTC)
     owner = options.owner or new_run_id()
+    encryption, keys = None, None
+    if options.encryption_key is not None:  # the key is used (a KMS asked) before anything is written
+        encryption, keys = await in_thread(seal_new_backup, options.encryption_key)
+    encrypted = keys is not None
+    # mongodump --gzip compresses metadata files too; zstd leaves them plain
+    chains = _Chains(
+        Transforms(codec, encrypted),
+        Transforms(codec if codec.name == "gzip" else get_codec("none"), encrypted),
+        options.level,
+        keys,
+    )
     lock = await lock_backup_root(storage, owner, take_over_own=options.replace_partial)
     written = _Written()
     try:
@@ -398,9 +416,11 @@ async def run_backup(
         if not plan:
             raise EngineError("nothing to back up: no collection matches the namespace filters")
         tracker = ProgressTracker("backup", progress)
-        jobs = [_Job(client, storage, p, codec, options.level, tracker, written) for p in plan]
+        jobs = [_Job(client, storage, p, chains, tracker, written) for p in plan]
         entries = await _dump_all(client, jobs, tracker, options.parallel)
         manifest = BackupManifest(
+            format_version=FORMAT_VERSION if encrypted else PLAIN_FORMAT_VERSION,
+            encryption=encryption,
             engine_version=__version__,
             server_version=version,
             started_at=started,
@@ -417,7 +437,7 @@ async def run_backup(
                 "owner": owner,
             },
         )
-        raw = manifest.to_json()
+        raw = manifest.to_json(keys, options.signer)
         checkpoint()  # a cancelled run never completes a backup
         await failpoint("backup.manifest", location=storage.url)
         # the manifest goes last: its presence is what marks the backup complete
@@ -445,6 +465,9 @@ async def run_backup(
             CollectionResult(e.namespace, e.type, e.documents, e.data_bytes, e.stored_bytes, e.digest)
             for e in entries
         ],
+        key_fingerprint=encryption.key.fingerprint if encryption is not None else None,
+        key_source=encryption.key.source if encryption is not None else None,
+        signer_fingerprint=options.signer.fingerprint if options.signer is not None else None,
     )
 
 

@@ -12,16 +12,28 @@ A root without a manifest is never taken for a backup (docs/FORMAT.md section 3)
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from ..storage import ObjectInfo, ObjectNotFound, Storage
-from .compression import Codec, codec_for_suffix
-from .errors import BackupNotFound, IncompleteBackup, IntegrityError, InvalidInput
-from .manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, manifest_checksum
+from .compression import codec_for_suffix
+from .encryption import BackupKeys, KeyEncryptionKey
+from .envelope import open_backup
+from .errors import (
+    BackupNotFound,
+    EncryptionExpected,
+    IncompleteBackup,
+    IntegrityError,
+    InvalidInput,
+    ManifestTampered,
+)
+from .manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, canonical_bytes_of, manifest_checksum
 from .metadata import DATA_SUFFIX, METADATA_SUFFIX, parse_file_stem
 from .model import SourceFormat
 from .names import namespace_problem, object_name_problem, shown
 from .namespaces import is_system_namespace
+from .signing import SignatureChecker
+from .transforms import Transforms
 
 #: the words that tell a user how to restore a mongodump directory, from the CLI or the operator
 MONGODUMP_FLAG = "--from-mongodump (MongoRestore: spec.source.format: mongodump)"
@@ -34,10 +46,12 @@ class SourceObject:
     name: str
     size: int
     sha256: str | None  # None: not known (mongodump directory)
+    #: the steps it went through when stored (from the manifest, else from its name)
+    transforms: Transforms
 
-    @property
-    def codec(self) -> Codec:
-        return codec_for_suffix(self.name)
+    @classmethod
+    def named(cls, name: str, size: int, sha256: str | None = None) -> SourceObject:
+        return cls(name, size, sha256, Transforms.from_name(name))
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,8 @@ class Catalog:
     format: SourceFormat = "mongo-backup"
     #: what a caller must tell the user about this source (e.g. that it cannot be verified)
     notes: list[str] = field(default_factory=list)
+    #: an encrypted backup's keys (its manifest authenticated with them); None: plain
+    keys: BackupKeys | None = None
 
 
 async def read_manifest(storage: Storage) -> tuple[BackupManifest, bytes] | None:
@@ -81,11 +97,18 @@ async def read_manifest(storage: Storage) -> tuple[BackupManifest, bytes] | None
 
 
 async def load_catalog(
-    storage: Storage, source_format: SourceFormat = "mongo-backup", *, check_objects: bool = True
+    storage: Storage,
+    source_format: SourceFormat = "mongo-backup",
+    *,
+    check_objects: bool = True,
+    key: KeyEncryptionKey | None = None,
+    public_key: SignatureChecker | None = None,
 ) -> Catalog:
     """What `storage` holds. `check_objects`: every object the manifest lists must be stored,
     with its size (one listing, before anything is read or written); verify checks them one
-    by one instead, to report every problem."""
+    by one instead, to report every problem. `key`: the key-encryption key of an encrypted
+    backup; its data key is unwrapped and its manifest authenticated here, before anything
+    else is read (engine/envelope.py)."""
     found = await read_manifest(storage)
     if found is not None:
         if source_format == "mongodump":
@@ -95,14 +118,27 @@ async def load_catalog(
                 "so that it is verified"
             )
         manifest, raw = found
+        where = f"{storage.url}/{MANIFEST_NAME}"
+        # first the key (unwrapping may be a KMS call: in a thread) and the manifest's
+        # authentication, then its signature: before any object is read
+        keys = await asyncio.to_thread(open_backup, manifest, raw, key, where)
+        if public_key is not None:
+            signature = manifest.signature.to_json() if manifest.signature is not None else None
+            public_key.check(signature, canonical_bytes_of(raw, where), where)
         if check_objects:
             await _check_stored_objects(storage, manifest)
-        return Catalog(storage.url, manifest, manifest_checksum(raw), _from_manifest(manifest))
+        return Catalog(storage.url, manifest, manifest_checksum(raw), _from_manifest(manifest), keys=keys)
     root = await RootContents.scan(storage)
     if root.ours:
         raise root.incomplete()
     if not root.mongodump:
         raise root.not_found()
+    if public_key is not None:
+        raise ManifestTampered(f"{storage.url} has no {MANIFEST_NAME} to check a signature of")
+    if key is not None:
+        raise EncryptionExpected(
+            f"{storage.url} has no {MANIFEST_NAME}, so nothing in it is encrypted, but a key was given"
+        )
     if source_format != "mongodump":
         raise IncompleteBackup(
             f"{storage.url} has no {MANIFEST_NAME}: it holds a plain mongodump directory "
@@ -142,8 +178,8 @@ def _from_manifest(manifest: BackupManifest) -> list[SourceCollection]:
                 documents=entry.documents,
                 data_bytes=entry.data_bytes,
                 digest=entry.digest,
-                data=SourceObject(data.name, data.size, data.sha256) if data else None,
-                metadata=SourceObject(meta.name, meta.size, meta.sha256) if meta else None,
+                data=SourceObject(data.name, data.size, data.sha256, data.chain) if data else None,
+                metadata=SourceObject(meta.name, meta.size, meta.sha256, meta.chain) if meta else None,
             )
         )
     return collections
@@ -164,7 +200,7 @@ class RootContents:
     async def scan(cls, storage: Storage) -> RootContents:
         root = cls(storage.url)
         async for info in storage.list(partial=True):
-            if info.partial or info.name == LOCK_NAME or info.name.endswith(".zst"):
+            if info.partial or info.name == LOCK_NAME or info.name.endswith((".zst", ".enc")):
                 root.ours.append(info)  # mongodump never writes these
             elif _is_mongodump_file(info.name):
                 root.mongodump.append(info)
@@ -215,9 +251,9 @@ def _from_mongodump(location: str, files: list[ObjectInfo]) -> list[SourceCollec
             )
         base = info.name.removesuffix(codec_for_suffix(info.name).suffix)
         if base.endswith(METADATA_SUFFIX):
-            meta[base.removesuffix(METADATA_SUFFIX)] = SourceObject(info.name, info.size, None)
+            meta[base.removesuffix(METADATA_SUFFIX)] = SourceObject.named(info.name, info.size)
         else:
-            data[base.removesuffix(DATA_SUFFIX)] = SourceObject(info.name, info.size, None)
+            data[base.removesuffix(DATA_SUFFIX)] = SourceObject.named(info.name, info.size)
     collections = []
     for stem in sorted(set(data) | set(meta)):
         where = f"{location}/{shown(stem)}"
@@ -241,7 +277,7 @@ def _from_mongodump(location: str, files: list[ObjectInfo]) -> list[SourceCollec
                 name=name,
                 type="view" if data_object is None else "collection",  # refined from metadata
                 documents=None,
-                data_bytes=data_object.size if data_object and not data_object.codec.suffix else None,
+                data_bytes=data_object.size if data_object and not data_object.transforms.steps else None,
                 digest=None,
                 data=data_object,
                 metadata=meta.get(stem),

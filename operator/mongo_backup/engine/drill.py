@@ -21,10 +21,12 @@ from pymongo import AsyncMongoClient
 
 from ..storage import Storage
 from .cancellation import clean_up
+from .encryption import KeyEncryptionKey
 from .errors import InvalidInput, VerificationFailed
 from .model import ProgressCallback, RestoreOptions
 from .namespaces import split_namespace
 from .restore import run_restore
+from .signing import SignatureChecker
 from .source import mongo_errors
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ class DrillOptions:
     exclude: tuple[str, ...] = ()
     parallel: int = 4
     run_id: str | None = None
+    #: the key of an encrypted backup, and the signer the manifest must be signed by (as a restore)
+    key: KeyEncryptionKey | None = None
+    public_key: SignatureChecker | None = None
 
     def __post_init__(self) -> None:
         if not PREFIX_PATTERN.match(self.prefix):
@@ -90,6 +95,8 @@ async def run_drill(
         parallel=options.parallel,
         verify=True,
         run_id=options.run_id,
+        key=options.key,
+        public_key=options.public_key,
     )
     result = await run_restore(client, storage, restore, progress)
     scratch = [c.target for c in result.collections]

@@ -64,8 +64,34 @@ class ManifestInvalid(IntegrityError):
     """manifest.json does not satisfy the format's schema (types, bounds, totals)."""
 
 
+class ManifestTampered(IntegrityError):
+    """The manifest's authentication (its MAC under the backup's data key, or its signature)
+    does not match its content: someone edited it."""
+
+
+class EncryptionExpected(IntegrityError):
+    """A key was given, but the backup is not encrypted (or not signed): a plain backup where an
+    encrypted one was expected may have been put there in its place."""
+
+
 class VerificationFailed(IntegrityError):
     """Restored data, read back, differs from the backup."""
+
+
+class WrongKey(InvalidInput):
+    """The key given does not open this backup's data key (another key wrapped it)."""
+
+
+class KeyRequired(InvalidInput):
+    """The backup is encrypted and no key was given to read it."""
+
+
+class KmsError(EngineError):
+    """A KMS refused a request (key not found, disabled, access denied)."""
+
+
+class KmsUnavailable(KmsError):
+    """A KMS could not be reached or asked us to slow down: a later attempt may succeed."""
 
 
 class BackupNotFound(EngineError):
@@ -121,6 +147,12 @@ ERROR_KINDS: dict[type[BaseException], ErrorKind] = {
     IncompleteBackup: ErrorKind(EXIT_INTEGRITY, "IncompleteBackup"),
     ManifestInvalid: ErrorKind(EXIT_INTEGRITY, "ManifestInvalid"),
     VerificationFailed: ErrorKind(EXIT_INTEGRITY, "VerificationFailed"),
+    ManifestTampered: ErrorKind(EXIT_INTEGRITY, "ManifestTampered"),
+    EncryptionExpected: ErrorKind(EXIT_INTEGRITY, "EncryptionExpected"),
+    WrongKey: ErrorKind(EXIT_USAGE, "WrongEncryptionKey"),
+    KeyRequired: ErrorKind(EXIT_USAGE, "EncryptionKeyRequired"),
+    KmsUnavailable: ErrorKind(EXIT_FAILED, "KmsUnavailable", retryable=True),
+    KmsError: ErrorKind(EXIT_FAILED, "KmsError"),
     IntegrityError: ErrorKind(EXIT_INTEGRITY, "IntegrityError"),
     BackupNotFound: ErrorKind(EXIT_NOT_FOUND, "BackupNotFound"),
     BackupExists: ErrorKind(EXIT_FAILED, "BackupExists"),

@@ -1,51 +1,46 @@
-"""Checking stored objects against what the manifest says of them, while they stream."""
+"""Checking stored objects against what the manifest says of them, while they stream through
+the transform chain (engine/transforms.py)."""
 
 from __future__ import annotations
 
-import hashlib
+from typing import Any
 
+from ..storage import Storage
 from .catalog import SourceCollection, SourceObject
 from .digest import BsonFramer, ContentDigest
+from .encryption import BackupKeys
 from .errors import IntegrityError
-
-
-def check_stored(where: str, expected: SourceObject, size: int, sha256: str) -> None:
-    """Size and sha256 of the stored bytes (unknown for a mongodump directory: not checked)."""
-    if expected.sha256 is None:
-        return
-    if size != expected.size:
-        raise IntegrityError(f"{where}: {size} bytes stored, the manifest says {expected.size}")
-    if sha256 != expected.sha256:
-        raise IntegrityError(f"{where}: sha256 does not match the manifest (corrupt object)")
+from .metadata import parse_metadata
+from .transforms import check_whole
 
 
 class DataObjectReader:
     """Turns the stored chunks of a data object into whole BSON documents, keeping the
     sha256 of the stored bytes, the document count and the content digest on the way."""
 
-    def __init__(self, where: str, stored: SourceObject) -> None:
+    def __init__(self, where: str, stored: SourceObject, keys: BackupKeys | None) -> None:
         self.where = where
         self.stored = stored
         self.digest = ContentDigest()
-        self._sha = hashlib.sha256()
-        self._size = 0
-        self._decompressor = stored.codec.decompressor(where)
+        self._reader = stored.transforms.reader(stored.name, where, keys)
         self._framer = BsonFramer(where)
 
     def feed(self, chunk: bytes, out: list[bytes] | None = None) -> int:
         """Consume stored bytes; append each whole document to `out` when given. Returns the
         BSON bytes of the documents completed by this chunk. CPU-bound: call it in a thread."""
-        self._sha.update(chunk)
-        self._size += len(chunk)
-        whole = self._framer.feed(self._decompressor.decompress(chunk))
+        return self._documents(self._reader.update(chunk), out)
+
+    def _documents(self, plain: bytes, out: list[bytes] | None) -> int:
+        whole = self._framer.feed(plain)
         self.digest.documents_of(whole, self.where, out)
         return len(whole)
 
-    def finish(self, source: SourceCollection) -> ContentDigest:
-        """Raise IntegrityError unless the object ended cleanly and matches the manifest."""
-        self._decompressor.finish()
+    def finish(self, source: SourceCollection, out: list[bytes] | None = None) -> ContentDigest:
+        """Raise IntegrityError unless the object ended cleanly and matches the manifest; the
+        documents of the object's last bytes go to `out`."""
+        self._documents(self._reader.finish(), out)
         self._framer.finish()
-        check_stored(self.where, self.stored, self._size, self._sha.hexdigest())
+        check_whole(self.where, self._reader, self.stored.size, self.stored.sha256)
         if source.documents is not None and self.digest.documents != source.documents:
             raise IntegrityError(
                 f"{self.where}: {self.digest.documents} documents, the manifest says {source.documents}"
@@ -57,3 +52,16 @@ class DataObjectReader:
         if source.digest is not None and self.digest.hexdigest() != source.digest:
             raise IntegrityError(f"{self.where}: content digest does not match the manifest")
         return self.digest
+
+
+async def read_metadata_object(
+    storage: Storage, stored: SourceObject, keys: BackupKeys | None
+) -> tuple[dict[str, Any], bytes]:
+    """A metadata object, checked against the manifest, through its transform chain, parsed:
+    the document and its plain bytes."""
+    where = f"{storage.url}/{stored.name}"
+    raw = await storage.read_bytes(stored.name)
+    reader = stored.transforms.reader(stored.name, where, keys)
+    plain = reader.whole(raw)
+    check_whole(where, reader, stored.size, stored.sha256)
+    return parse_metadata(plain, where), plain

@@ -62,4 +62,8 @@ async def _listing(storage: Storage, name: str, folder: _Folder) -> BackupListin
         documents=manifest.documents if manifest else None,
         invalid=problem,
         partial_objects=folder.partial_objects,
+        key_fingerprint=manifest.encryption.key.fingerprint if manifest and manifest.encryption else None,
+        signer_fingerprint=(
+            manifest.signature.public_key_fingerprint if manifest and manifest.signature else None
+        ),
     )

@@ -11,7 +11,10 @@ collections[3].objects[0].size: must be >= 0". Fields it does not know are ignor
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
 import json
 import re
 from datetime import datetime
@@ -32,14 +35,22 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from .compression import CODECS
-from .errors import ManifestInvalid
+from .encryption import SCHEME, SEGMENT_SIZE, BackupKeys
+from .errors import ManifestInvalid, ManifestTampered
 from .names import namespace_problem, object_name_problem, shown
+from .signing import Signer
+from .transforms import ENCRYPTED_SUFFIX, Transforms
 
 MANIFEST_NAME = "manifest.json"
 #: the backup name's lock, the first object a backup writes (docs/FORMAT.md section 3a)
 LOCK_NAME = "lock.json"
 FORMAT_NAME = "mongo-backup"
-FORMAT_VERSION = 1
+#: the newest version this tool reads and writes: 2 for encrypted backups (docs/FORMAT.md
+#: section 8); a plain backup is still written as version 1, which every older reader reads
+FORMAT_VERSION = 2
+PLAIN_FORMAT_VERSION = 1
+#: the manifest fields that authenticate the rest: left out of its canonical bytes
+AUTHENTICATION_FIELDS = ("authentication", "signature")
 
 #: the largest integer every JSON reader holds exactly (I-JSON, RFC 7493): the bound of every
 #: size and count, far above any real backup
@@ -48,8 +59,11 @@ MAX_COUNT = 2**53 - 1
 MAX_COLLECTIONS = 1_000_000
 _MAX_TEXT = 256
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
-_DATA_SUFFIXES = tuple(".bson" + c.suffix for c in CODECS.values())
-_METADATA_SUFFIXES = tuple(".metadata.json" + c.suffix for c in CODECS.values())
+_DATA_SUFFIXES = tuple(".bson" + c.suffix + e for c in CODECS.values() for e in ("", ENCRYPTED_SUFFIX))
+_METADATA_SUFFIXES = tuple(
+    ".metadata.json" + c.suffix + e for c in CODECS.values() for e in ("", ENCRYPTED_SUFFIX)
+)
+_BASE_SUFFIX = {"data": ".bson", "metadata": ".metadata.json"}
 
 
 def _text(value: str) -> str:
@@ -126,6 +140,9 @@ class StoredObject(_Strict):
     role: Role
     size: Count
     sha256: Sha256
+    #: the transform steps in write order (engine/transforms.py); None (version 1 manifests):
+    #: what the name's suffix says
+    transforms: Annotated[list[str], Field(max_length=2)] | None = None
 
     _FIELDS: ClassVar[tuple[str, ...]] = ("name", "role", "size", "sha256")
 
@@ -136,11 +153,24 @@ class StoredObject(_Strict):
         data.update(zip(self._FIELDS, args, strict=False))
         super().__init__(**data)
 
+    @property
+    def chain(self) -> Transforms:
+        if self.transforms is None:
+            return Transforms.from_name(self.name)
+        return Transforms.from_steps(self.transforms)
+
     @model_validator(mode="after")
     def _suffix_fits_role(self) -> StoredObject:
         suffixes = _DATA_SUFFIXES if self.role == "data" else _METADATA_SUFFIXES
         if not self.name.endswith(suffixes):
             raise ValueError(f"a {self.role} object's name ends with {' or '.join(sorted(suffixes))}")
+        if self.transforms is not None:
+            chain = Transforms.from_steps(self.transforms)
+            expected = _BASE_SUFFIX[self.role] + chain.suffix
+            if not self.name.endswith(expected):
+                raise ValueError(
+                    f"{shown(self.name)}: transforms {list(self.transforms)} make names end with {expected}"
+                )
         return self
 
 
@@ -180,6 +210,64 @@ class CollectionEntry(_Strict):
         return self
 
 
+Hex32 = Annotated[str, _hex("", 32)]
+Fingerprint = Annotated[str, _hex("", 16)]
+
+
+def _base64(value: str) -> str:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64") from None
+    return value
+
+
+class KeyInfo(_Strict):
+    """Which key-encryption key wrapped the data key: never the key itself."""
+
+    kind: Annotated[str, _one_of("local", "aws-kms")]
+    fingerprint: Fingerprint
+    #: where it came from: `secret:NAME`, `file:NAME`, a KMS key id or ARN
+    source: Text
+
+
+class EncryptionInfo(_Strict):
+    scheme: Annotated[str, _one_of(SCHEME)]
+    segment_size: Annotated[int, Field(ge=SEGMENT_SIZE, le=SEGMENT_SIZE)] = Field(alias="segmentSize")
+    #: bound into every object's associated data: an object of another backup does not open
+    backup_id: Hex32 = Field(alias="backupId")
+    key: KeyInfo
+    #: the data key, wrapped by the key-encryption key (base64)
+    wrapped_key: Annotated[str, Field(max_length=4096), AfterValidator(_base64)] = Field(alias="wrappedKey")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "segmentSize": self.segment_size,
+            "backupId": self.backup_id,
+            "key": {"kind": self.key.kind, "fingerprint": self.key.fingerprint, "source": self.key.source},
+            "wrappedKey": self.wrapped_key,
+        }
+
+
+class Authentication(_Strict):
+    """The manifest's MAC under the backup's data key (encrypted backups)."""
+
+    type: Annotated[str, _one_of("hmac-sha256")]
+    value: Sha256
+
+
+class Signature(_Strict):
+    """An Ed25519 signature of the manifest's canonical bytes (engine/signing.py)."""
+
+    type: Annotated[str, _one_of("ed25519")]
+    public_key_fingerprint: Fingerprint = Field(alias="publicKeyFingerprint")
+    value: Annotated[str, Field(max_length=200), AfterValidator(_base64)]
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "publicKeyFingerprint": self.public_key_fingerprint, "value": self.value}
+
+
 class Totals(_Strict):
     collections: Count
     documents: Count
@@ -189,7 +277,7 @@ class Totals(_Strict):
 
 class BackupManifest(_Strict):
     format: Annotated[str, _one_of(FORMAT_NAME)] = FORMAT_NAME
-    format_version: int = Field(default=FORMAT_VERSION, ge=1, le=FORMAT_VERSION, alias="formatVersion")
+    format_version: int = Field(default=PLAIN_FORMAT_VERSION, ge=1, le=FORMAT_VERSION, alias="formatVersion")
     engine_version: Text = Field(alias="engineVersion")
     server_version: Text = Field(alias="serverVersion")
     started_at: Timestamp = Field(alias="startedAt")
@@ -202,6 +290,13 @@ class BackupManifest(_Strict):
     #: read from a stored manifest (where it is required); computed when None
     totals: Totals | None = None
     collections: list[CollectionEntry] = Field(max_length=MAX_COLLECTIONS)
+    encryption: EncryptionInfo | None = None
+    authentication: Authentication | None = None
+    signature: Signature | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
 
     @property
     def documents(self) -> int:
@@ -222,6 +317,26 @@ class BackupManifest(_Strict):
             data_bytes=self.data_bytes,
             stored_bytes=self.stored_bytes,
         )
+
+    @model_validator(mode="after")
+    def _encrypted_throughout(self) -> BackupManifest:
+        """An encrypted backup is version 2, authenticated, and every object is encrypted; a
+        plain one has no encrypted object."""
+        if self.encryption is None:
+            if self.format_version >= 2:
+                raise ValueError("encryption: missing (a version 2 manifest is of an encrypted backup)")
+            if self.authentication is not None:
+                raise ValueError("authentication: only an encrypted backup's manifest has one")
+        elif self.format_version < 2:
+            raise ValueError("formatVersion: an encrypted backup's manifest is version 2")
+        for i, entry in enumerate(self.collections):
+            for j, o in enumerate(entry.objects):
+                if o.chain.encrypted != self.encrypted:
+                    state = "encrypted" if o.chain.encrypted else "not encrypted"
+                    raise ValueError(
+                        f"collections[{i}].objects[{j}]: {shown(o.name)} is {state}, unlike the backup"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _adds_up(self, info: ValidationInfo) -> BackupManifest:
@@ -251,9 +366,23 @@ class BackupManifest(_Strict):
                 raise ValueError(f"totals.{alias}: {stated}, but the entries add up to {found}")
         return self
 
-    def to_json(self) -> bytes:
+    def to_json(self, keys: BackupKeys | None = None, signer: Signer | None = None) -> bytes:
+        """The manifest's bytes; an encrypted backup's carry their MAC under `keys`, a signed
+        one the `signer`'s signature (both over the same canonical bytes)."""
+        doc = self.to_document()
+        canonical = canonical_bytes(doc)
+        if self.encryption is not None:
+            if keys is None:
+                raise ValueError("an encrypted backup's manifest is authenticated: keys needed")
+            doc["authentication"] = {"type": "hmac-sha256", "value": keys.mac(canonical)}
+        if signer is not None:
+            doc["signature"] = signer.sign(canonical)
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+    def to_document(self) -> dict[str, Any]:
+        """The manifest as JSON values, without its authentication."""
         totals = self.computed_totals()
-        doc = {
+        doc: dict[str, Any] = {
             "format": FORMAT_NAME,
             "formatVersion": self.format_version,
             "engineVersion": self.engine_version,
@@ -276,15 +405,14 @@ class BackupManifest(_Strict):
                     "documents": c.documents,
                     "dataBytes": c.data_bytes,
                     "digest": c.digest,
-                    "objects": [
-                        {"name": o.name, "role": o.role, "size": o.size, "sha256": o.sha256}
-                        for o in c.objects
-                    ],
+                    "objects": [_object_json(o) for o in c.objects],
                 }
                 for c in self.collections
             ],
         }
-        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+        if self.encryption is not None:
+            doc["encryption"] = self.encryption.to_json()
+        return doc
 
     @classmethod
     def from_json(cls, raw: bytes, where: str) -> BackupManifest:
@@ -371,6 +499,51 @@ def _path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _object_json(o: StoredObject) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": o.name, "role": o.role, "size": o.size, "sha256": o.sha256}
+    if o.transforms is not None:
+        out["transforms"] = list(o.transforms)
+    return out
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key is repeated in one object")
+    return dict(pairs)
+
+
+def canonical_bytes(doc: dict[str, Any]) -> bytes:
+    """What the manifest's MAC and signature cover: the manifest without its authentication
+    fields, keys sorted, no whitespace, UTF-8 (RFC 8785 for the values a manifest holds)."""
+    body = {k: v for k, v in doc.items() if k not in AUTHENTICATION_FIELDS}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_bytes_of(raw: bytes, where: str) -> bytes:
+    """`canonical_bytes` of a stored manifest. A key repeated in an object is refused: two
+    parsers could take different values of it, the MAC one and the reader another."""
+    try:
+        doc = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+    except ValueError as exc:
+        raise ManifestInvalid(f"{where}: manifest invalid: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ManifestInvalid(f"{where}: manifest invalid: must be an object")
+    return canonical_bytes(doc)
+
+
+def check_authentication(manifest: BackupManifest, raw: bytes, keys: BackupKeys, where: str) -> None:
+    """ManifestTampered unless the stored manifest's MAC is the one its data key makes."""
+    auth = manifest.authentication
+    if auth is None:
+        raise ManifestTampered(f"{where}: an encrypted backup's manifest without its authentication")
+    if not hmac.compare_digest(keys.mac(canonical_bytes_of(raw, where)), auth.value):
+        raise ManifestTampered(
+            f"{where}: the manifest does not match its authentication code: it was edited after the "
+            "backup wrote it; the backup must not be trusted"
+        )
 
 
 def manifest_checksum(raw: bytes) -> str:

@@ -12,7 +12,6 @@ from bson import json_util
 from bson.errors import BSONError
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from .compression import Codec
 from .errors import IntegrityError
 from .names import shown
 
@@ -55,15 +54,6 @@ def build_metadata(info: dict[str, Any], indexes: list[dict[str, Any]]) -> bytes
         "type": info.get("type", "collection"),
     }
     return json_util.dumps(doc, json_options=CANONICAL_JSON_OPTIONS).encode()
-
-
-def decode_metadata(raw: bytes, codec: Codec, where: str) -> dict[str, Any]:
-    """A stored metadata object (compressed with `codec`), parsed and checked."""
-    if codec.suffix:
-        decompressor = codec.decompressor(where)
-        raw = decompressor.decompress(raw)
-        decompressor.finish()
-    return parse_metadata(raw, where)
 
 
 #: what a broken or hostile Extended JSON text can raise while it is read

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from .encryption import KeyEncryptionKey
 from .errors import InvalidInput
 from .namespaces import NamespaceFilter, NamespaceRenamer
+from .signing import SignatureChecker, Signer
 
 Compression = Literal["zstd", "gzip", "none"]
 ConflictPolicy = Literal["fail", "drop"]
@@ -39,6 +41,10 @@ class BackupOptions:
     #: an earlier attempt of this run (same `owner`) was lost: take over its lock and delete
     #: what it left, instead of failing with BackupNameInUse
     replace_partial: bool = False
+    #: encrypt every object under a fresh data key wrapped by this key (None: plain backup)
+    encryption_key: KeyEncryptionKey | None = None
+    #: sign the manifest with this Ed25519 key (None: not signed)
+    signer: Signer | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel)
@@ -68,6 +74,10 @@ class RestoreOptions:
     resume: bool = False
     #: "mongodump": the source is a plain `mongodump --out` directory (CLI --from-mongodump)
     source_format: SourceFormat = "mongo-backup"
+    #: the key-encryption key of an encrypted backup; given for a plain one, the restore refuses it
+    key: KeyEncryptionKey | None = None
+    #: the manifest must be signed by this Ed25519 public key (None: signatures not checked)
+    public_key: SignatureChecker | None = None
 
     def __post_init__(self) -> None:
         _at_least_one(parallel=self.parallel, insert_workers=self.insert_workers)
@@ -164,6 +174,12 @@ class BackupResult:
     data_bytes: int
     stored_bytes: int
     collections: list[CollectionResult]
+    #: the fingerprint of the key-encryption key of an encrypted backup; None: plain
+    key_fingerprint: str | None = None
+    #: where that key came from (`secret:NAME`, `file:NAME`, a KMS key id)
+    key_source: str | None = None
+    #: fingerprint of the Ed25519 key that signed the manifest; None: not signed
+    signer_fingerprint: str | None = None
 
     @property
     def duration(self) -> float:
@@ -230,6 +246,10 @@ class RestoreResult:
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: RestoreTimings = field(default_factory=RestoreTimings)
+    #: the fingerprint of the key that opened an encrypted backup; None: plain
+    key_fingerprint: str | None = None
+    #: fingerprint of the public key the manifest's signature was checked with
+    signer_fingerprint: str | None = None
 
     @property
     def duration(self) -> float:
@@ -264,6 +284,10 @@ class BackupListing:
     invalid: str | None = None
     #: unfinished writes (a killed run's hidden leftovers), counted in `objects` and `stored_bytes`
     partial_objects: int = 0
+    #: an encrypted backup: the fingerprint of its key-encryption key (read from the manifest)
+    key_fingerprint: str | None = None
+    #: a signed backup: the fingerprint of the key that signed it (not checked by a listing)
+    signer_fingerprint: str | None = None
 
     @property
     def state(self) -> Literal["complete", "incomplete", "invalid"]:

@@ -7,7 +7,6 @@ cannot be staged, are written directly after the commit, and the plan says so fi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -28,9 +27,9 @@ from .cursor import batch_documents, read_digest
 from .digest import ContentDigest
 from .errors import EngineError, IntegrityError, RestoreConflict
 from .failpoints import failpoint
-from .integrity import DataObjectReader, check_stored
+from .integrity import DataObjectReader, read_metadata_object
 from .journal import KEPT_SUFFIX, TEMP_PREFIX, RestoreJournal, Swap, temp_name
-from .metadata import collection_options, index_specs, metadata_notes, parse_metadata
+from .metadata import collection_options, index_specs, metadata_notes
 from .model import (
     CollectionProgress,
     ProgressCallback,
@@ -86,7 +85,10 @@ async def run_restore(
     started = datetime.now(UTC)
     timings = RestoreTimings()
     planning = time.monotonic()
-    catalog = await load_catalog(storage, options.source_format)
+    # an encrypted backup's key and manifest are checked here, before any target is touched
+    catalog = await load_catalog(
+        storage, options.source_format, key=options.key, public_key=options.public_key
+    )
     selection = NamespaceFilter(options.include, options.exclude)
     renamer = NamespaceRenamer(options.ns_from, options.ns_to)
     run_id = options.run_id or secrets.token_hex(4)
@@ -154,6 +156,8 @@ async def run_restore(
         # what settling dead runs did (also while claiming the targets) comes first
         notes=journal.notes + restorer.notes,
         timings=timings,
+        key_fingerprint=options.key.fingerprint if catalog.keys is not None and options.key else None,
+        signer_fingerprint=options.public_key.fingerprint if options.public_key is not None else None,
     )
 
 
@@ -233,15 +237,7 @@ async def _plan(
             continue
         metadata: dict[str, Any] = {}
         if source.metadata is not None:
-            raw = await storage.read_bytes(source.metadata.name)
-            where = f"{storage.url}/{source.metadata.name}"
-            check_stored(where, source.metadata, len(raw), hashlib.sha256(raw).hexdigest())
-            codec = source.metadata.codec
-            if codec.suffix:
-                decompressor = codec.decompressor(f"{storage.url}/{source.metadata.name}")
-                raw = decompressor.decompress(raw)
-                decompressor.finish()
-            metadata = parse_metadata(raw, f"{storage.url}/{source.metadata.name}")
+            metadata, _ = await read_metadata_object(storage, source.metadata, catalog.keys)
         kind = source.type
         if catalog.manifest is None:  # mongodump directory: the metadata says what it is
             options = metadata.get("options") or {}
@@ -474,7 +470,7 @@ class _Restorer:
         source = target.source
         if source.data is None:
             return ContentDigest()
-        reader = DataObjectReader(f"{self.storage.url}/{source.data.name}", source.data)
+        reader = DataObjectReader(f"{self.storage.url}/{source.data.name}", source.data, self.catalog.keys)
         # each item: the documents of one insert_many, and their BSON bytes
         batches: asyncio.Queue[tuple[list[RawBSONDocument], int] | None] = asyncio.Queue(QUEUE_DEPTH)
 
@@ -496,9 +492,15 @@ class _Restorer:
                     if size >= INSERT_BATCH_BYTES:
                         await batches.put((pending, size))
                         pending, size = [], 0
+            # the object's last bytes (an encrypted object's last segment), then the checks:
+            # before the workers stop, so a mismatch fails the whole load
+            last: list[bytes] = []
+            before = reader.digest.bytes
+            await asyncio.to_thread(reader.finish, source, last)
+            pending += [RawBSONDocument(d) for d in last]
+            size += reader.digest.bytes - before
             if pending:
                 await batches.put((pending, size))
-            reader.finish(source)  # before the workers stop: a mismatch fails the whole load
             for _ in range(self.options.insert_workers):
                 await batches.put(None)
 

@@ -5,21 +5,29 @@ BSON framing, document counts and content digests against the manifest."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 from ..storage import ObjectNotFound, Storage
 from .catalog import SourceCollection, load_catalog
+from .encryption import BackupKeys, KeyEncryptionKey
 from .errors import IntegrityError
-from .integrity import DataObjectReader, check_stored
-from .metadata import decode_metadata
+from .integrity import DataObjectReader, read_metadata_object
 from .model import ProgressCallback, VerifyResult
 from .names import shown
 from .progress import ProgressTracker
+from .signing import SignatureChecker
 
 
-async def verify_backup(storage: Storage, progress: ProgressCallback | None = None) -> VerifyResult:
-    # no manifest: IncompleteBackup or BackupNotFound; a manifest that does not fit: ManifestInvalid
-    catalog = await load_catalog(storage, check_objects=False)
+async def verify_backup(
+    storage: Storage,
+    progress: ProgressCallback | None = None,
+    key: KeyEncryptionKey | None = None,
+    public_key: SignatureChecker | None = None,
+) -> VerifyResult:
+    """`key`: an encrypted backup's key-encryption key (its contents cannot be checked
+    without); `public_key`: the manifest must carry a valid signature by it."""
+    # no manifest: IncompleteBackup or BackupNotFound; a manifest that does not fit:
+    # ManifestInvalid; an encrypted one: KeyRequired, WrongKey or ManifestTampered
+    catalog = await load_catalog(storage, check_objects=False, key=key, public_key=public_key)
     assert catalog.checksum is not None  # a catalog of our format always has its manifest
     tracker = ProgressTracker("verify", progress)
     problems: list[str] = []
@@ -31,7 +39,7 @@ async def verify_backup(storage: Storage, progress: ProgressCallback | None = No
                 continue
             objects += 1
             try:
-                found = await check(storage, source)
+                found = await check(storage, source, catalog.keys)
             except IntegrityError as exc:
                 problems.append(str(exc))
                 continue
@@ -54,12 +62,12 @@ async def verify_backup(storage: Storage, progress: ProgressCallback | None = No
     )
 
 
-async def _check_metadata(storage: Storage, source: SourceCollection) -> tuple[int, int]:
+async def _check_metadata(
+    storage: Storage, source: SourceCollection, keys: BackupKeys | None
+) -> tuple[int, int]:
     assert source.metadata is not None
-    raw = await storage.read_bytes(source.metadata.name)
     where = f"{storage.url}/{source.metadata.name}"
-    check_stored(where, source.metadata, len(raw), hashlib.sha256(raw).hexdigest())
-    metadata = decode_metadata(raw, source.metadata.codec, where)
+    metadata, _ = await read_metadata_object(storage, source.metadata, keys)
     for field, expected in (("collectionName", source.name), ("type", source.type)):
         if field in metadata and metadata[field] != expected:
             raise IntegrityError(
@@ -68,10 +76,10 @@ async def _check_metadata(storage: Storage, source: SourceCollection) -> tuple[i
     return 0, 0
 
 
-async def _check_data(storage: Storage, source: SourceCollection) -> tuple[int, int]:
+async def _check_data(storage: Storage, source: SourceCollection, keys: BackupKeys | None) -> tuple[int, int]:
     """Documents and BSON bytes of a data object that matches the manifest."""
     assert source.data is not None
-    reader = DataObjectReader(f"{storage.url}/{source.data.name}", source.data)
+    reader = DataObjectReader(f"{storage.url}/{source.data.name}", source.data, keys)
     async for chunk in storage.read(source.data.name):
         await asyncio.to_thread(reader.feed, chunk)
     digest = reader.finish(source)

@@ -13,8 +13,10 @@ from typing import Any
 from ..api import MongoBackupSpec
 from ..engine import BackupOptions, BackupResult, EngineError, open_client, run_backup
 from ..engine.deletion import Deletion, delete_backup
+from ..engine.encryption import KeyEncryptionKey
 from ..engine.lock import BackupLock, LockInfo, lock_backup_root, read_lock
 from ..engine.manifest import LOCK_NAME, MANIFEST_NAME, BackupManifest, manifest_checksum
+from ..engine.signing import Signer
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -39,9 +41,13 @@ class BackupJob:
         self.owner = owner or f"{link.namespace}/{link.name}"
         self._uri = ""
         self._storage_settings = StorageSettings()
+        self._key: KeyEncryptionKey | None = None
+        self._signer: Signer | None = None
 
     async def prepare(self) -> None:
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
+        self._key = await sources.encryption_key(self.link, self.spec.encryption)
+        self._signer = await sources.signer(self.link, self.spec.signing)
         await self.prepare_storage()
 
     async def prepare_storage(self) -> None:
@@ -105,6 +111,8 @@ class BackupJob:
                 parallel=self.spec.parallelism,
                 owner=self.owner,
                 replace_partial=resumed,
+                encryption_key=self._key,
+                signer=self._signer,
             )
             result = await run_backup(client, storage, options, progress=reporter)
             stored = sum([info.size async for info in storage.list()])
@@ -129,6 +137,10 @@ def backup_outcome(result: BackupResult, stored_bytes: int, reporter: ProgressRe
         "serverVersion": result.server_version,
         "startedAt": _iso(result),
     }
+    if result.key_fingerprint is not None:
+        status["encryption"] = {"keyFingerprint": result.key_fingerprint, "keySource": result.key_source}
+    if result.signer_fingerprint is not None:
+        status["signing"] = {"signerFingerprint": result.signer_fingerprint}
     if reporter.latest is not None:
         status["progress"] = progress_status(reporter.latest)
     message = (
@@ -167,6 +179,11 @@ async def _adopt_complete(storage: Storage, owner: str) -> Outcome | None:
         "serverVersion": manifest.server_version,
         "startedAt": manifest.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if manifest.encryption is not None:
+        key = manifest.encryption.key
+        status["encryption"] = {"keyFingerprint": key.fingerprint, "keySource": key.source}
+    if manifest.signature is not None:
+        status["signing"] = {"signerFingerprint": manifest.signature.public_key_fingerprint}
     message = (
         "backup completed before the operator restarted: "
         f"{size} stored, {count(manifest.documents, 'document')} "

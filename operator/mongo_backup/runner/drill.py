@@ -20,6 +20,7 @@ from ..redact import redact
 from ..storage import StorageError, open_storage
 from . import sources
 from .cluster import ObjectLink, SecretUnavailable
+from .failures import Failure
 from .settings import RunnerSettings
 from .units import count, human_duration
 
@@ -61,12 +62,14 @@ async def drill_backup(
         spec = parse_spec(MongoBackupSpec, backup)
         uri = await sources.mongo_uri(link, drill.mongodb.uri_secret_ref)
         storage_settings = await sources.storage_settings(link, spec.storage)
+        key = await sources.encryption_key(link, spec.encryption)  # the backup's own key
         storage = open_storage(spec.storage.url(), storage_settings).child(name)
         client = open_client(uri, timeout_ms=settings.mongo_timeout_ms)
-    except (SpecError, SecretUnavailable, StorageError, EngineError) as exc:
+    except (SpecError, SecretUnavailable, Failure, StorageError, EngineError) as exc:
         return outcome(False, f"the drill of {name} could not start: {getattr(exc, 'message', None) or exc}")
     try:
-        result = await run_drill(client, storage, DrillOptions(prefix=drill.database_prefix, run_id=run_id))
+        options = DrillOptions(prefix=drill.database_prefix, run_id=run_id, key=key)
+        result = await run_drill(client, storage, options)
     except (EngineError, StorageError) as exc:
         return outcome(False, f"{name} did not restore: {exc}")
     finally:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import GROUP_VERSION, RunnerSpec, StorageSpec
+from ..api import GROUP_VERSION, MongoBackupSpec, MongoRestoreSpec, RunnerSpec, StorageSpec
 
 #: where the run's pod finds each Secret it needs: SECRETS_ROOT/<secret name>/<key>
 SECRETS_ROOT = "/var/run/secrets/mongobackup.io"
@@ -112,6 +112,19 @@ def runner_account_name(owner: Owner) -> str:
 def storage_secrets(storage: StorageSpec) -> dict[str, set[str] | None]:
     ref = storage.credentials_secret_ref
     return {} if ref is None else {ref.name: None}
+
+
+def key_secrets(spec: MongoBackupSpec | MongoRestoreSpec) -> dict[str, set[str] | None]:
+    """The Secret keys of the run's encryption key and signing key, when it has them."""
+    refs = [
+        ref
+        for ref in (
+            spec.encryption.key_secret_ref if spec.encryption is not None else None,
+            spec.signing.key_secret_ref if spec.signing is not None else None,
+        )
+        if ref is not None
+    ]
+    return merge_secrets(*({ref.name: {ref.key}} for ref in refs))
 
 
 def merge_secrets(*parts: Mapping[str, set[str] | None]) -> dict[str, set[str] | None]:

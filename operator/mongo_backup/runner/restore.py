@@ -13,7 +13,9 @@ from pydantic.alias_generators import to_camel
 
 from ..api import MongoBackupSpec, MongoRestoreSpec, SpecError, StorageSpec, parse_spec
 from ..engine import EngineError, RestoreOptions, RestoreResult, open_client, run_restore
+from ..engine.encryption import KeyEncryptionKey
 from ..engine.journal import RestoreJournal
+from ..engine.signing import SignatureChecker
 from ..storage import Storage, StorageError, StorageSettings, open_storage
 from . import sources
 from .cluster import ObjectLink
@@ -54,6 +56,8 @@ class RestoreJob:
         self._backup_name = ""
         self._backup_label = ""
         self._backup_status: dict[str, Any] = {}
+        self._key: KeyEncryptionKey | None = None
+        self._public_key: SignatureChecker | None = None
 
     @property
     def storage(self) -> StorageSpec | None:
@@ -71,6 +75,8 @@ class RestoreJob:
         assert self._storage is not None
         self._uri = await sources.mongo_uri(self.link, self.spec.mongodb.uri_secret_ref)
         self._storage_settings = await sources.storage_settings(self.link, self._storage)
+        self._key = await sources.encryption_key(self.link, self.spec.encryption)
+        self._public_key = await sources.signature_checker(self.link, self.spec.signing)
 
     async def _find_backup(self, name: str) -> None:
         where = f"MongoBackup {self.link.namespace}/{name}"
@@ -114,6 +120,8 @@ class RestoreJob:
             run_id=run_id_of(self.uid),
             already_restored=tuple(self.restored),
             resume=resumed,
+            key=self._key,
+            public_key=self._public_key,
         )
 
     async def settle_lost_attempt(self) -> Outcome | str:
@@ -196,6 +204,10 @@ class RestoreJob:
         }
         if server_version:
             status["serverVersion"] = server_version
+        if result.key_fingerprint is not None and self._key is not None:
+            status["encryption"] = {"keyFingerprint": result.key_fingerprint, "keySource": self._key.source}
+        if result.signer_fingerprint is not None:
+            status["signing"] = {"signerFingerprint": result.signer_fingerprint}
         if reporter.latest is not None:
             status["progress"] = progress_status(reporter.latest)
         conditions: list[Any] = []

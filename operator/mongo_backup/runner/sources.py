@@ -11,12 +11,19 @@ from ..api.common import (
     S3_ACCESS_KEY_ID_KEY,
     S3_SECRET_ACCESS_KEY_KEY,
     S3_SESSION_TOKEN_KEY,
+    EncryptionSpec,
     SecretKeyRef,
+    SigningSpec,
     StorageSpec,
 )
+from ..engine.encryption import KeyEncryptionKey, LocalKey, parse_key
+from ..engine.errors import InvalidInput
+from ..engine.kms import AwsKmsKey
+from ..engine.signing import SignatureChecker, Signer
 from ..redact import register_secret, register_uri
 from ..storage import StorageSettings
 from .cluster import ObjectLink, SecretUnavailable
+from .failures import Failure
 
 _CREDENTIAL_KEYS = {
     "gcs": (GCS_CREDENTIALS_KEY,),
@@ -63,3 +70,59 @@ async def storage_settings(link: ObjectLink, spec: StorageSpec) -> StorageSettin
     if spec.azure is not None:
         return StorageSettings(azure_account_url=spec.azure.account_url, credentials=credentials)
     return StorageSettings(credentials=credentials)
+
+
+async def encryption_key(link: ObjectLink, spec: EncryptionSpec | None) -> KeyEncryptionKey | None:
+    """The key-encryption key the spec names (None: no encryption). Its text is masked from
+    here on; a value that is not 32 bytes of base64 fails the run, naming the Secret's key."""
+    if spec is None:
+        return None
+    if spec.aws_kms is not None:
+        kms = spec.aws_kms
+        return AwsKmsKey(kms.key_id, region=kms.region, endpoint=kms.endpoint)
+    ref = spec.key_secret_ref
+    assert ref is not None  # one of the two, by the model
+    text = (await link.read_secret_key(ref.name, ref.key)).strip()
+    register_secret(text)
+    where = f"key {ref.key!r} of Secret {link.namespace}/{ref.name}"
+    if not text:
+        raise SecretUnavailable("SecretKeyNotFound", f"{where} is empty")
+    try:
+        return LocalKey(parse_key(text, where), f"secret:{ref.name}")
+    except InvalidInput as exc:
+        raise Failure("InvalidEncryptionKey", str(exc)) from None
+
+
+async def _signing_text(link: ObjectLink, spec: SigningSpec) -> tuple[str, str]:
+    ref = spec.key_secret_ref
+    text = (await link.read_secret_key(ref.name, ref.key)).strip()
+    register_secret(text)
+    for line in text.splitlines():  # a PEM key's body lines, masked one by one too
+        if len(line) >= 16 and not line.startswith("-----"):
+            register_secret(line.strip())
+    where = f"key {ref.key!r} of Secret {link.namespace}/{ref.name}"
+    if not text:
+        raise SecretUnavailable("SecretKeyNotFound", f"{where} is empty")
+    return text, where
+
+
+async def signer(link: ObjectLink, spec: SigningSpec | None) -> Signer | None:
+    """The Ed25519 private key that signs a backup's manifest (None: not signed)."""
+    if spec is None:
+        return None
+    text, where = await _signing_text(link, spec)
+    try:
+        return Signer.from_text(text, where, f"secret:{spec.key_secret_ref.name}")
+    except InvalidInput as exc:
+        raise Failure("InvalidSigningKey", str(exc)) from None
+
+
+async def signature_checker(link: ObjectLink, spec: SigningSpec | None) -> SignatureChecker | None:
+    """The Ed25519 public key a restore requires the manifest to be signed with."""
+    if spec is None:
+        return None
+    text, where = await _signing_text(link, spec)
+    try:
+        return SignatureChecker.from_text(text, where)
+    except InvalidInput as exc:
+        raise Failure("InvalidSigningKey", str(exc)) from None

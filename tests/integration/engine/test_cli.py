@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +150,28 @@ def test_drill_proves_a_backup_restores_and_fails_on_a_damaged_one(
     assert len(failed.stderr.strip().splitlines()) == 1
     with MongoClient(mongo_uri) as client:
         assert client[f"d2_{loaded}"].list_collection_names() == []
+
+
+def test_drill_of_an_encrypted_backup_needs_its_key(mongo_uri: str, loaded: str, backup_root: Path) -> None:
+    url = f"file://{backup_root}/sealed"
+    key_file = backup_root.parent / "backup.key"
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode())
+    sealed = cli(
+        "backup",
+        "--uri",
+        mongo_uri,
+        "--to",
+        url,
+        "--ns-include",
+        f"{loaded}.*",
+        "--encrypt-key-file",
+        str(key_file),
+    )
+    assert sealed.returncode == 0, sealed.stderr
+    keyless = cli("drill", "--uri", mongo_uri, "--from", url, "--prefix", "k1_")
+    assert keyless.returncode == 2 and len(keyless.stderr.strip().splitlines()) == 1, keyless.stderr
+    drilled = cli(
+        "--json", "drill", "--uri", mongo_uri, "--from", url, "--prefix", "k2_", "--key-file", str(key_file)
+    )
+    assert drilled.returncode == 0, drilled.stderr
+    assert json.loads(drilled.stdout)["result"]["verified"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -370,3 +371,39 @@ def mongo_secret_value_absent(jobs: JobRunner, kube: KubeEmulator) -> bool:
         kube.api("GET", "/api/v1/namespaces/default/secrets/mongo")["data"]["uri"]
     ).decode()
     return uri not in jobs.logs()
+
+
+def test_an_encrypted_backup_runs_as_a_job_with_only_its_key_mounted(
+    kube: KubeEmulator,
+    jobs: JobRunner,
+    job_mode: OperatorThread,
+    mongo_secret: str,
+    source_db: str,
+    sync_mongo: MongoClient[Any],
+    tmp_path: Path,
+) -> None:
+    """The key Secret reaches the run's pod as a mounted file (never in the Job), and the
+    restore in Job mode reads the backup with it."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    secret(kube, "backup-key", {"key": key, "unrelated": "not for the pod"})
+    encryption = {"keySecretRef": {"name": "backup-key", "key": "key"}}
+    kube.apply(
+        backup_object("sealed", str(tmp_path), [f"{source_db}.*"], runMode="Job", encryption=encryption)
+    )
+    backup = final(kube, "mongobackups", "sealed", jobs)["status"]
+    assert backup["phase"] == "Completed", backup
+    assert backup["encryption"]["keySource"] == "secret:backup-key"
+    (job,) = [j for j in job_objects(kube) if j["metadata"]["name"] == "sealed-backup-1"]
+    volumes = [v.get("secret") for v in job["spec"]["template"]["spec"]["volumes"]]
+    assert {
+        "secretName": "backup-key",
+        "defaultMode": 0o440,
+        "items": [{"key": "key", "path": "key"}],
+    } in volumes
+    assert key not in json.dumps(job)
+
+    rename = [{"from": f"{source_db}.*", "to": f"{source_db}_s.*"}]
+    kube.apply(restore_object("unsealed", "sealed", rename, runMode="Job", encryption=encryption))
+    restore = final(kube, "mongorestores", "unsealed", jobs)["status"]
+    assert restore["phase"] == "Completed", restore
+    assert sync_mongo[f"{source_db}_s"]["a"].count_documents({}) == 200
