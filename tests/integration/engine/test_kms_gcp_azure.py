@@ -6,6 +6,7 @@ key copied into another backup's manifest does not open there."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from pymongo import AsyncMongoClient
 from mongo_backup.engine import BackupOptions, RestoreOptions, run_backup, run_restore, verify_backup
 from mongo_backup.engine.azure_keyvault import AzureKeyVaultKey
 from mongo_backup.engine.encryption import KeyEncryptionKey
-from mongo_backup.engine.errors import KeyRequired, KmsError, WrongKey
+from mongo_backup.engine.errors import EXIT_FAILED, KeyRequired, KmsError, WrongKey
 from mongo_backup.engine.gcp_kms import GcpKmsKey
 from mongo_backup.storage import Storage
+from tests.support.cli_run import run_cli
 from tests.support.kms_standins import (
     GcpKmsStandIn,
     KeyVaultStandIn,
@@ -129,3 +131,17 @@ async def test_an_azure_key_vault_encrypted_backup_round_trips_across_a_key_rota
     wrapped = base64.b64decode(manifest["encryption"]["wrappedKey"])
     with pytest.raises(WrongKey, match="another backup"):
         key.unwrap(wrapped, "0" * 32)
+
+
+async def test_the_cli_names_a_gcp_kms_key_it_has_no_credentials_for(
+    mongo: Client, mongo_uri: str, backup_root: Path, dbname: str, tmp_path: Path
+) -> None:
+    await mongo[dbname].c.insert_one({"_id": 1})
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "no-such-file.json")}
+    url = f"file://{backup_root}/cli"
+    backup = ["--quiet", "backup", "--uri", mongo_uri, "--to", url, "--ns-include", f"{dbname}.*"]
+    done = await asyncio.to_thread(run_cli, [*backup, "--kms-key", f"gcp-kms://{GCP_KEY}cli"], env=env)
+    assert done.returncode == EXIT_FAILED, done.output
+    assert len(done.stderr.strip().splitlines()) == 1 and f"{GCP_KEY}cli" in done.stderr, done.stderr
+    assert "credentials" in done.stderr
+    assert not (backup_root / "cli").exists()
