@@ -6,8 +6,8 @@ real HTTP through the official SDKs (no cloud account here; moto serves AWS KMS 
   is its own AES-256-GCM key and the additional authenticated data is checked, so a
   ciphertext of another key or another AAD is refused as Cloud KMS does: 400 INVALID_ARGUMENT.
   An unknown key: 404 NOT_FOUND.
-- `KeyVaultStandIn`: `GET /keys/NAME[/VERSION]` (the public JWK), `POST .../wrapkey` and
-  `.../unwrapkey` (RSA-OAEP-256, base64url), over HTTPS with a certificate made for 127.0.0.1
+- `KeyVaultStandIn`: `GET /keys/NAME[/VERSION]` (the public JWK: the SDK then wraps locally;
+  or 403), `POST .../wrapkey` and `.../unwrapkey` (RSA-OAEP-256, base64url), over HTTPS with a certificate made for 127.0.0.1
   (the SDK refuses bearer tokens over plain HTTP: the test trusts `ca_file`). A request without
   a bearer token gets Key Vault's 401 challenge; any token is accepted. Its resource is the
   parent "domain" of the request host, as Key Vault's `https://vault.azure.net` is of
@@ -165,6 +165,8 @@ class KeyVaultStandIn:
     def __init__(self, ca_file: Path) -> None:
         self.ca_file = ca_file
         self.vault_url = ""
+        #: False: GET of a key is 403 (an identity without keys/get), so the SDK wraps remotely
+        self.keys_readable = True
         self._keys: dict[str, _KvKey] = {}
 
     def create_key(self, name: str) -> str:
@@ -175,6 +177,9 @@ class KeyVaultStandIn:
         entry.versions[version] = key
         entry.current = version
         return f"{self.vault_url}/keys/{name}"
+
+    def current_version(self, name: str) -> str:
+        return self._keys[name].current
 
     def handle(self, req: _Handler, method: str) -> None:
         if not req.headers.get("Authorization", "").startswith("Bearer "):
@@ -190,6 +195,8 @@ class KeyVaultStandIn:
             return _kv_error(req, 404, "KeyNotFound", f"A key with (name/id) {parts[1]} was not found")
         kid = f"{self.vault_url}/keys/{parts[1]}/{version}"
         op = parts[-1]
+        if method == "GET" and not self.keys_readable:
+            return _kv_error(req, 403, "Forbidden", "The user does not have keys get permission")
         if method == "GET":
             numbers = key.public_key().public_numbers()
             jwk = {

@@ -132,3 +132,6 @@ def _kv_errors(what: str, *, wrong_key: bool = False) -> Iterator[None]:
         raise KmsError(f"{what}: {type(exc).__name__} (status {status})") from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise KmsUnavailable(f"{what}: {type(exc).__name__}") from None
+    except ValueError as exc:  # the client's own checks (a challenge from another domain, key dates)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise KmsError(f"{what}: {detail}") from None

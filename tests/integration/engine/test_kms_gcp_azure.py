@@ -145,3 +145,18 @@ async def test_the_cli_names_a_gcp_kms_key_it_has_no_credentials_for(
     assert len(done.stderr.strip().splitlines()) == 1 and f"{GCP_KEY}cli" in done.stderr, done.stderr
     assert "credentials" in done.stderr
     assert not (backup_root / "cli").exists()
+
+
+def test_azure_key_vault_without_keys_get_needs_the_key_version(key_vault: KeyVaultStandIn) -> None:
+    """without keys/get the SDK wraps remotely (wrapkey) and cannot tell the current version:
+    a versionless key is refused (naming it) rather than making a backup that a rotation
+    would make unreadable; with the version given it works"""
+    key_vault.keys_readable = False
+    url = key_vault.create_key("write-only")
+    with pytest.raises(KmsError, match=f"{url}: could not tell which key version"):
+        AzureKeyVaultKey(url, credential=StubCredential()).wrap(b"k" * 32, "1" * 32)
+    version = key_vault.current_version("write-only")
+    key = AzureKeyVaultKey(f"{url}/{version}", credential=StubCredential())
+    wrapped = key.wrap(b"k" * 32, "1" * 32)
+    assert key.source == f"azure-keyvault:{url}/{version}"
+    assert key.unwrap(wrapped, "1" * 32) == b"k" * 32
