@@ -7,12 +7,13 @@ real HTTP through the official SDKs (no cloud account here; moto serves AWS KMS 
   ciphertext of another key or another AAD is refused as Cloud KMS does: 400 INVALID_ARGUMENT.
   An unknown key: 404 NOT_FOUND.
 - `KeyVaultStandIn`: `GET /keys/NAME[/VERSION]` (the public JWK: the SDK then wraps locally;
-  or 403), `POST .../wrapkey` and `.../unwrapkey` (RSA-OAEP-256, base64url), over HTTPS with a certificate made for 127.0.0.1
-  (the SDK refuses bearer tokens over plain HTTP: the test trusts `ca_file`). A request without
-  a bearer token gets Key Vault's 401 challenge; any token is accepted. Its resource is the
-  parent "domain" of the request host, as Key Vault's `https://vault.azure.net` is of
-  `x.vault.azure.net`, so the SDK's challenge-resource check passes without being turned off.
-  Another key's ciphertext: 400 BadParameter.
+  or 403), `POST .../wrapkey` and `.../unwrapkey` (RSA-OAEP-256, base64url), over HTTPS
+  with a certificate made for 127.0.0.1 (the SDK refuses bearer tokens over plain HTTP: the
+  test trusts `ca_file`). A request without a bearer token gets Key Vault's 401 challenge;
+  any token is accepted. The challenge's resource is the parent "domain" of the request host
+  (`https://0.0.1:PORT` for 127.0.0.1:PORT), as Key Vault's `https://vault.azure.net` is of
+  `x.vault.azure.net`, so the SDK's challenge-resource check passes without being turned
+  off. Another key's ciphertext: 400 BadParameter.
 """
 
 from __future__ import annotations
