@@ -55,12 +55,14 @@ from .engine import (
     time_zone,
     verify_backup,
 )
+from .engine.azure_keyvault import AzureKeyVaultKey
 from .engine.catalog import RootContents
 from .engine.decrypt import decrypt_backup
 from .engine.drill import DrillOptions, run_drill
 from .engine.encryption import KeyEncryptionKey, LocalKey
 from .engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UNEXPECTED
 from .engine.failpoints import failpoint
+from .engine.gcp_kms import GcpKmsKey
 from .engine.kms import AwsKmsKey
 from .engine.lock import LockInfo, new_run_id, read_lock
 from .engine.manifest import LOCK_NAME
@@ -202,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--kms-key",
-        metavar="KEY_ID",
-        help="encrypt the backup under a fresh data key wrapped by this AWS KMS key (id, ARN or "
-        "alias/NAME; the AWS default credentials; AWS_ENDPOINT_URL_KMS for a KMS-compatible service)",
+        metavar="KEY",
+        help="encrypt the backup under a fresh data key wrapped by this KMS key: an AWS KMS key (id, "
+        "ARN or alias/NAME; the AWS default credentials; AWS_ENDPOINT_URL_KMS for a KMS-compatible "
+        "service), gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (application default "
+        "credentials) or azure-kv://VAULT.vault.azure.net/keys/NAME (DefaultAzureCredential)",
     )
     p.add_argument(
         "--sign-key-file",
@@ -221,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="the key (32 bytes, base64) of an encrypted backup; a plain backup is refused with one",
         )
         p.add_argument(
-            "--kms-key", metavar="KEY_ID", help="the AWS KMS key of a backup encrypted with --kms-key"
+            "--kms-key",
+            metavar="KEY",
+            help="the KMS key of a backup encrypted with --kms-key (AWS key id, gcp-kms://..., azure-kv://...)",
         )
         p.add_argument(
             "--public-key",
@@ -554,13 +560,32 @@ async def cmd_decrypt(args: argparse.Namespace, display: ProgressDisplay) -> dic
 
 def _key(args: argparse.Namespace, flag: str) -> KeyEncryptionKey | None:
     """The key-encryption key the command line names (read before any connection is made):
-    a key file, or an AWS KMS key; not both."""
+    a key file, or a KMS key; not both."""
     path, kms = getattr(args, flag, None), getattr(args, "kms_key", None)
     if path and kms:
         raise UsageError(f"--{flag.replace('_', '-')} and --kms-key: give one key, not both")
     if kms:
-        return AwsKmsKey(kms)
+        return kms_key(kms)
     return LocalKey.from_file(path) if path else None
+
+
+GCP_KMS_PREFIX = "gcp-kms://"
+AZURE_KV_PREFIX = "azure-kv://"
+
+
+def kms_key(text: str) -> KeyEncryptionKey:
+    """--kms-key: `gcp-kms://KEY_NAME`, `azure-kv://VAULT_HOST/keys/NAME[/VERSION]`, else an AWS
+    KMS key id, ARN or alias (which never contain `://`)."""
+    if text.startswith(GCP_KMS_PREFIX):
+        return GcpKmsKey(text.removeprefix(GCP_KMS_PREFIX))
+    if text.startswith(AZURE_KV_PREFIX):
+        return AzureKeyVaultKey("https://" + text.removeprefix(AZURE_KV_PREFIX))
+    if "://" in text:
+        raise UsageError(
+            f"--kms-key {text!r}: an AWS KMS key id, gcp-kms://projects/... or "
+            "azure-kv://VAULT.vault.azure.net/keys/NAME"
+        )
+    return AwsKmsKey(text)
 
 
 def _public_key(args: argparse.Namespace) -> SignatureChecker | None:

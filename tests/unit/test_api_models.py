@@ -21,6 +21,7 @@ from mongo_backup.api import (
 )
 
 MONGODB = {"uriSecretRef": {"name": "mongo", "key": "uri"}}
+GCP_KEY = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -114,11 +115,42 @@ def test_a_plain_uri_is_not_accepted() -> None:
             {"storage": {"s3": {"bucket": "bkt", "kmsKeyId": "k"}}},
             "spec.storage.s3: kmsKeyId needs serverSideEncryption: aws:kms",
         ),
+        (
+            {"encryption": {"awsKms": {"keyId": "k"}, "gcpKms": {"keyName": GCP_KEY}}},
+            "spec.encryption: set exactly one of keySecretRef, awsKms, gcpKms or azureKeyVault",
+        ),
+        (
+            {"encryption": {}},
+            "spec.encryption: set exactly one of keySecretRef, awsKms, gcpKms or azureKeyVault",
+        ),
+        (
+            {"encryption": {"gcpKms": {"keyName": "projects/p/keyRings/r"}}},
+            "spec.encryption.gcpKms.keyName: string should match",
+        ),
+        (
+            {"encryption": {"azureKeyVault": {"keyUrl": "http://v.vault.azure.net/keys/k"}}},
+            "spec.encryption.azureKeyVault.keyUrl: string should match",
+        ),
     ],
 )
 def test_bad_values_name_the_field(spec: dict[str, Any], expected: str) -> None:
     full = {"mongodb": MONGODB, "storage": {"gcs": {"bucket": "bkt"}}, **spec}
     assert spec_error(MongoBackupSpec, full).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("encryption", "field"),
+    [
+        ({"gcpKms": {"keyName": GCP_KEY, "endpoint": "http://127.0.0.1:8080"}}, "gcp_kms"),
+        ({"azureKeyVault": {"keyUrl": "https://v.vault.azure.net/keys/k"}}, "azure_key_vault"),
+        ({"azureKeyVault": {"keyUrl": "https://v.vault.azure.net/keys/k/0123abcd"}}, "azure_key_vault"),
+    ],
+)
+def test_cloud_kms_keys_are_accepted(encryption: dict[str, Any], field: str) -> None:
+    spec = parse_spec(
+        MongoBackupSpec, body(mongodb=MONGODB, storage={"gcs": {"bucket": "bkt"}}, encryption=encryption)
+    )
+    assert spec.encryption is not None and getattr(spec.encryption, field) is not None
 
 
 def test_camel_case_round_trip() -> None:

@@ -108,10 +108,46 @@ class AwsKmsKeySpec(SpecModel):
     )
 
 
+ONE_KEY = "set exactly one of keySecretRef, awsKms, gcpKms or azureKeyVault"
+
+
+class GcpKmsKeySpec(SpecModel):
+    key_name: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$",
+        description=(
+            "Resource name of a Cloud KMS symmetric key: projects/P/locations/L/keyRings/R/cryptoKeys/K "
+            "(its primary version encrypts; decrypt finds the version itself). Credentials: the "
+            "application default credentials (Workload Identity); the role "
+            "roles/cloudkms.cryptoKeyEncrypterDecrypter on the key."
+        ),
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="A Cloud KMS-compatible REST endpoint URL (default: Google's).",
+    )
+
+
+class AzureKeyVaultKeySpec(SpecModel):
+    key_url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https://[^/\s]+/keys/[^/\s]+(/[^/\s]*)?/?$",
+        description=(
+            "URL of an RSA key in Azure Key Vault: https://VAULT.vault.azure.net/keys/NAME[/VERSION] "
+            "(without a version: the current one wraps; a backup records the version it used). "
+            "Credentials: DefaultAzureCredential (Workload Identity); the role Key Vault Crypto User."
+        ),
+    )
+
+
 class EncryptionSpec(SpecModel):
     """Client-side encryption at rest (docs/FORMAT.md section 8): every stored object is
     encrypted with AES-256-GCM under a fresh data key per backup, wrapped by one key: from a
-    Secret, or held by AWS KMS."""
+    Secret, or held by AWS KMS, Google Cloud KMS or Azure Key Vault."""
 
     key_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -124,13 +160,20 @@ class EncryptionSpec(SpecModel):
     aws_kms: AwsKmsKeySpec | None = Field(
         default=None, description="Wrap the data key with this AWS KMS key instead (envelope encryption)."
     )
+    gcp_kms: GcpKmsKeySpec | None = Field(
+        default=None, description="Wrap the data key with this Google Cloud KMS key instead."
+    )
+    azure_key_vault: AzureKeyVaultKeySpec | None = Field(
+        default=None, description="Wrap the data key with this Azure Key Vault RSA key instead."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "has(self.keySecretRef) != has(self.awsKms)",
-                    "message": "set exactly one of keySecretRef or awsKms",
+                    "rule": "[has(self.keySecretRef), has(self.awsKms), has(self.gcpKms), "
+                    "has(self.azureKeyVault)].filter(x, x).size() == 1",
+                    "message": ONE_KEY,
                 }
             ]
         }
@@ -138,8 +181,9 @@ class EncryptionSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_key(self) -> EncryptionSpec:
-        if (self.key_secret_ref is None) == (self.aws_kms is None):
-            raise ValueError("set exactly one of keySecretRef or awsKms")
+        keys = (self.key_secret_ref, self.aws_kms, self.gcp_kms, self.azure_key_vault)
+        if sum(key is not None for key in keys) != 1:
+            raise ValueError(ONE_KEY)
         return self
 
 

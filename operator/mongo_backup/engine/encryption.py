@@ -80,7 +80,7 @@ def _derive(data_key: bytes, info: bytes) -> bytes:
 class KeyEncryptionKey(abc.ABC):
     """What wraps a backup's data key: a local key (a Secret, a file) or a cloud KMS key."""
 
-    #: how the manifest names the kind of key: `local`, `aws-kms`
+    #: how the manifest names the kind of key: `local`, `aws-kms`, `gcp-kms`, `azure-keyvault`
     kind: str
 
     @property

@@ -225,7 +225,7 @@ def _base64(value: str) -> str:
 class KeyInfo(_Strict):
     """Which key-encryption key wrapped the data key: never the key itself."""
 
-    kind: Annotated[str, _one_of("local", "aws-kms")]
+    kind: Annotated[str, _one_of("local", "aws-kms", "gcp-kms", "azure-keyvault")]
     fingerprint: Fingerprint
     #: where it came from: `secret:NAME`, `file:NAME`, a KMS key id or ARN
     source: Text

@@ -16,8 +16,10 @@ from ..api.common import (
     SigningSpec,
     StorageSpec,
 )
+from ..engine.azure_keyvault import AzureKeyVaultKey
 from ..engine.encryption import KeyEncryptionKey, LocalKey, parse_key
 from ..engine.errors import InvalidInput
+from ..engine.gcp_kms import GcpKmsKey
 from ..engine.kms import AwsKmsKey
 from ..engine.signing import SignatureChecker, Signer
 from ..redact import register_secret, register_uri
@@ -80,8 +82,12 @@ async def encryption_key(link: ObjectLink, spec: EncryptionSpec | None) -> KeyEn
     if spec.aws_kms is not None:
         kms = spec.aws_kms
         return AwsKmsKey(kms.key_id, region=kms.region, endpoint=kms.endpoint)
+    if spec.gcp_kms is not None:
+        return GcpKmsKey(spec.gcp_kms.key_name, endpoint=spec.gcp_kms.endpoint)
+    if spec.azure_key_vault is not None:
+        return AzureKeyVaultKey(spec.azure_key_vault.key_url)
     ref = spec.key_secret_ref
-    assert ref is not None  # one of the two, by the model
+    assert ref is not None  # exactly one key, by the model
     text = (await link.read_secret_key(ref.name, ref.key)).strip()
     register_secret(text)
     where = f"key {ref.key!r} of Secret {link.namespace}/{ref.name}"

@@ -26,12 +26,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
+# not `from google.cloud import storage`: mypy would look for it in the typed google.cloud.kms
+import google.cloud.storage as gcs
 import google_crc32c
 import requests
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import GoogleAuthError, TransportError
-from google.cloud import storage as gcs
 
 from .base import (
     DEFAULT_CHUNK_SIZE,

@@ -34,6 +34,7 @@ from tests.integration.operator.harness import (
 )
 from tests.integration.operator.test_flows import schema_fields
 from tests.support.emulators import EmulatorUnavailable, s3_emulator
+from tests.support.kms_standins import gcp_kms_standin
 
 
 def _key() -> tuple[bytes, str]:
@@ -201,3 +202,37 @@ def test_a_backup_encrypted_with_aws_kms(
         assert sync_mongo[f"{dbname}_kms"].c.count_documents({}) == 30
     finally:
         manager.__exit__(None, None, None)
+
+
+def test_a_backup_encrypted_with_gcp_kms(
+    kube: KubeEmulator,
+    operator: OperatorThread,
+    mongo_secret: str,
+    sync_mongo: MongoClient[Any],
+    dbname: str,
+    tmp_path: Path,
+) -> None:
+    """the spec's gcpKms key, served by a local stand-in of the Cloud KMS REST API (a plain-http
+    endpoint gets no credentials); a restore naming another key fails before touching anything"""
+    with gcp_kms_standin() as gcp:
+        key_name = gcp.create_key(f"projects/p/locations/global/keyRings/r/cryptoKeys/{dbname}")
+        other = gcp.create_key(f"projects/p/locations/global/keyRings/r/cryptoKeys/{dbname}-other")
+        sync_mongo[dbname].c.insert_many([{"_id": i} for i in range(30)])
+        encryption = {"gcpKms": {"keyName": key_name, "endpoint": gcp.endpoint}}
+        kube.apply(backup_object("gkms", str(tmp_path / "b"), [f"{dbname}.*"], encryption=encryption))
+        done = wait_for(kube, "mongobackups", "gkms", phase_is("Completed", "Failed"))
+        assert done["status"]["phase"] == "Completed", done["status"]
+        assert done["status"]["encryption"]["keySource"] == f"gcp-kms:{key_name}"
+        rename = [{"from": f"{dbname}.*", "to": f"{dbname}_gkms.*"}]
+        kube.apply(restore_object("gkms-copy", "gkms", rename, encryption=encryption))
+        restored = wait_for(kube, "mongorestores", "gkms-copy", phase_is("Completed", "Failed"))
+        assert restored["status"]["phase"] == "Completed", restored["status"]
+        assert sync_mongo[f"{dbname}_gkms"].c.count_documents({}) == 30
+
+        wrong = {"gcpKms": {"keyName": other, "endpoint": gcp.endpoint}}
+        rename = [{"from": f"{dbname}.*", "to": f"{dbname}_wrong.*"}]
+        kube.apply(restore_object("gkms-wrong", "gkms", rename, encryption=wrong))
+        failed = wait_for(kube, "mongorestores", "gkms-wrong", phase_is("Completed", "Failed"))
+        assert failed["status"]["phase"] == "Failed", failed["status"]
+        assert condition(failed, "Failed")["reason"] == "WrongEncryptionKey"  # type: ignore[index]
+        assert f"{dbname}_wrong" not in sync_mongo.list_database_names()
