@@ -224,7 +224,7 @@ def run_demo(root: Path | None = None) -> int:
     for name in ("kopf", "mongo_backup", "pymongo", "aiohttp"):
         logging.getLogger(name).setLevel(logging.ERROR)
     root = workdir(root)
-    say(f"mongo-backup demo: everything lives in {root}")
+    say(f"make demo: everything lives in {root}")
     (root / "kube").mkdir(parents=True, exist_ok=True)
     with embedded_mongodb(root / "mongodb") as uri, KubeEmulator(root / "kube") as kube:
         seed(uri)
