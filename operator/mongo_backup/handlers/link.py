@@ -13,6 +13,7 @@ import kubernetes
 from ..api import MONGO_BACKUP
 from ..redact import redact
 from ..runner import EventType, SecretUnavailable
+from ..runner.cluster import secret_key
 from .kube import KubeApi
 
 
@@ -52,10 +53,7 @@ class ResourceLink:
         return data
 
     async def read_secret_key(self, name: str, key: str) -> str:
-        data = await self.read_secret(name)
-        if key not in data:
-            raise SecretUnavailable("SecretKeyNotFound", f"Secret {self.namespace}/{name} has no key {key!r}")
-        return data[key]
+        return secret_key(await self.read_secret(name), self.namespace, name, key)
 
     async def read_backup(self, name: str) -> Mapping[str, Any] | None:
         return await self.kube.get_object(MONGO_BACKUP.plural, self.namespace, name)

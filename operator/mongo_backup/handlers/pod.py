@@ -45,6 +45,7 @@ from ..runner import (
     SecretUnavailable,
 )
 from ..runner.attempt import EXIT_FAILED, attempt_once
+from ..runner.cluster import secret_key
 from ..runner.jobspec import SECRETS_DIR_ENV, SECRETS_ROOT
 from ..runner.lifecycle import Job
 from ..runner.status import StatusWriter
@@ -127,10 +128,7 @@ class PodLink:
         }
 
     async def read_secret_key(self, name: str, key: str) -> str:
-        data = await self.read_secret(name)
-        if key not in data:
-            raise SecretUnavailable("SecretKeyNotFound", f"Secret {self.namespace}/{name} has no key {key!r}")
-        return data[key]
+        return secret_key(await self.read_secret(name), self.namespace, name, key)
 
     async def read_backup(self, name: str) -> Mapping[str, Any] | None:
         return await self.kube.get_object(MONGO_BACKUP.plural, self.namespace, name)

@@ -4,10 +4,10 @@ status this process did not write itself (a Job's pod wrote it, or an earlier op
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from ..metrics import RunSeries
+from ..runner.conditions import parse_time
 
 
 def record_final(series: RunSeries, status: Mapping[str, Any], *, count: bool) -> None:
@@ -25,10 +25,5 @@ def record_final(series: RunSeries, status: Mapping[str, Any], *, count: bool) -
 
 
 def _timestamp(value: Any) -> float | None:
-    """A status time (RFC 3339, e.g. 2026-12-05T10:00:00Z) as Unix time; None when absent."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    when = parse_time(value)
+    return None if when is None else when.timestamp()

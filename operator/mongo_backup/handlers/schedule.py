@@ -41,7 +41,7 @@ from ..api import (
 from ..api.parse import plain
 from ..engine.errors import InvalidInput
 from ..redact import redact
-from ..runner.conditions import set_condition
+from ..runner.conditions import parse_time, set_condition
 from ..runner.drill import DrillOutcome, drill_backup, drill_run_id
 from ..runner.pruning import (
     ScheduledBackup,
@@ -553,10 +553,7 @@ def _created(meta: kopf.Meta, now: datetime) -> datetime:
     """When the schedule was created. The daemon takes the earlier of this and the time it
     first saw the schedule: with the API server's clock ahead of ours, a run due between the
     two would otherwise be lost."""
-    stamp = meta.get("creationTimestamp")
-    if not stamp:
-        return now
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return parse_time(meta.get("creationTimestamp")) or now
 
 
 def _iso(t: datetime) -> str:

@@ -44,3 +44,10 @@ class ObjectLink(Protocol):
 
     async def read_backup(self, name: str) -> Mapping[str, Any] | None:
         """A MongoBackup of the object's namespace as a raw dict, or None when absent."""
+
+
+def secret_key(secret: Mapping[str, str], namespace: str, name: str, key: str) -> str:
+    """One key of a Secret's decoded data (`read_secret_key` of every ObjectLink)."""
+    if key not in secret:
+        raise SecretUnavailable("SecretKeyNotFound", f"Secret {namespace}/{name} has no key {key!r}")
+    return secret[key]

@@ -14,6 +14,19 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: Any) -> datetime | None:
+    """A time of a status or of metadata (RFC 3339, e.g. 2026-12-05T10:00:00Z); None when it is
+    absent or not a time (someone else wrote it)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def set_condition(
     conditions: Iterable[Mapping[str, Any]],
     type_: str,

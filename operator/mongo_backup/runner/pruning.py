@@ -13,17 +13,10 @@ from zoneinfo import ZoneInfo
 
 from ..api import TERMINAL_PHASES, BackupReference, RetentionSpec
 from ..engine.retention import Decision, ItemState, RetentionItem, RetentionPolicy, apply_retention
+from .conditions import parse_time
 
 #: a Cancelled backup is finished too: it holds nothing, and retention counts it with the failed
 FINISHED = TERMINAL_PHASES
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)
@@ -46,8 +39,8 @@ class ScheduledBackup:
         return cls(
             name=str(meta["name"]),
             phase=status.get("phase"),
-            created=_time(meta.get("creationTimestamp")),
-            completed=_time(status.get("completedAt")),
+            created=parse_time(meta.get("creationTimestamp")),
+            completed=parse_time(status.get("completedAt")),
             checksum=status.get("checksum"),
             error=status.get("error"),
             deleting=bool(meta.get("deletionTimestamp")),
