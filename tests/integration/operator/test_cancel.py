@@ -74,6 +74,20 @@ def contents(client: MongoClient[Any], db: str, coll: str) -> list[dict[str, Any
     return list(client[db][coll].find({}, sort=[("_id", 1)]))
 
 
+def old_targets(client: MongoClient[Any], target: str) -> dict[str, list[dict[str, Any]]]:
+    """Collections a and b of `target` holding data of their own: what a restore must not lose."""
+    for coll in ("a", "b"):
+        client[target][coll].insert_many([{"_id": i, "old": coll} for i in range(7)])
+    return {coll: contents(client, target, coll) for coll in ("a", "b")}
+
+
+def assert_as_it_was(client: MongoClient[Any], target: str, before: dict[str, list[dict[str, Any]]]) -> None:
+    """Every target holds what it held, no temporary collection is left, no journal entry."""
+    assert {coll: contents(client, target, coll) for coll in ("a", "b")} == before
+    assert temporaries(client, target) == []
+    assert client[JOURNAL_DATABASE][RUNS].count_documents({}) == 0
+
+
 def assert_cancelled(kube: KubeEmulator, plural: str, name: str, says: str) -> dict[str, Any]:
     obj = wait_for(kube, plural, name, FINAL, what="a final phase")
     status = obj["status"]
@@ -135,9 +149,7 @@ def test_a_cancelled_restore_rolls_back_its_swaps_and_drops_its_temporaries(
     kube.apply(backup_object("full", str(tmp_path), [f"{source_db}.*"]))
     assert wait_for(kube, "mongobackups", "full", FINAL)["status"]["phase"] == "Completed"
     target = f"{source_db}_t"
-    for coll in ("a", "b"):
-        sync_mongo[target][coll].insert_many([{"_id": i, "old": coll} for i in range(7)])
-    before = {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")}
+    before = old_targets(sync_mongo, target)
 
     hold = Hold(nth=2)  # the first collection is swapped in, the second one is not
     with armed("restore.swap", hold):
@@ -149,9 +161,7 @@ def test_a_cancelled_restore_rolls_back_its_swaps_and_drops_its_temporaries(
         assert hold.reached.wait(60), "the restore never reached its second swap"
         cancel(kube, "mongorestores", "over")
         assert_cancelled(kube, "mongorestores", "over", "rolled back: every target is as it was")
-    assert {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")} == before
-    assert temporaries(sync_mongo, target) == []
-    assert sync_mongo[JOURNAL_DATABASE][RUNS].count_documents({}) == 0
+    assert_as_it_was(sync_mongo, target, before)
 
 
 def test_a_backup_cancelled_after_its_operator_was_lost_deletes_what_that_attempt_left(
@@ -185,9 +195,7 @@ def test_a_restore_cancelled_after_its_operator_was_lost_is_rolled_back(
     """The lost attempt had swapped `a` in and moved `b` aside when its operator died: its
     journal entry still looks alive (fresh heartbeat), but it is an attempt of this very run."""
     target = f"{source_db}_t"
-    for coll in ("a", "b"):
-        sync_mongo[target][coll].insert_many([{"_id": i, "old": coll} for i in range(7)])
-    before = {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")}
+    before = old_targets(sync_mongo, target)
     with OperatorThread(kube.url):
         kube.apply(backup_object("full", str(tmp_path), [f"{source_db}.*"]))
         assert wait_for(kube, "mongobackups", "full", FINAL)["status"]["phase"] == "Completed"
@@ -226,9 +234,7 @@ def test_a_restore_cancelled_after_its_operator_was_lost_is_rolled_back(
     cancel(kube, "mongorestores", "lost")
     with OperatorThread(kube.url):
         assert_cancelled(kube, "mongorestores", "lost", "every target is as it was")
-    assert {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")} == before
-    assert temporaries(sync_mongo, target) == []
-    assert sync_mongo[JOURNAL_DATABASE][RUNS].count_documents({"_id": run}) == 0
+    assert_as_it_was(sync_mongo, target, before)
 
 
 def test_deleting_a_running_restore_leaves_every_target_as_it_was(
@@ -243,9 +249,7 @@ def test_deleting_a_running_restore_leaves_every_target_as_it_was(
     kube.apply(backup_object("full", str(tmp_path), [f"{source_db}.*"]))
     assert wait_for(kube, "mongobackups", "full", FINAL)["status"]["phase"] == "Completed"
     target = f"{source_db}_t"
-    for coll in ("a", "b"):
-        sync_mongo[target][coll].insert_many([{"_id": i, "old": coll} for i in range(7)])
-    before = {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")}
+    before = old_targets(sync_mongo, target)
 
     hold = Hold(nth=2)
     with armed("restore.swap", hold):
@@ -257,6 +261,4 @@ def test_deleting_a_running_restore_leaves_every_target_as_it_was(
         assert hold.reached.wait(60), "the restore never reached its second swap"
         kube.api("DELETE", path_of("mongorestores", "doomed"))
         gone(kube, "mongorestores", "doomed")
-    assert {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")} == before
-    assert temporaries(sync_mongo, target) == []
-    assert sync_mongo[JOURNAL_DATABASE][RUNS].count_documents({}) == 0
+    assert_as_it_was(sync_mongo, target, before)

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from mongo_backup.engine.journal import RUNS
-from mongo_backup.engine.namespaces import JOURNAL_DATABASE
 from mongo_backup_demo.kube import KubeEmulator
 from tests.integration.operator.harness import (
     OperatorThread,
@@ -31,7 +29,7 @@ from tests.integration.operator.harness import (
     wait_for,
 )
 from tests.integration.operator.scheduling import eventually
-from tests.integration.operator.test_cancel import cancel, contents, stored_files, temporaries
+from tests.integration.operator.test_cancel import assert_as_it_was, cancel, old_targets, stored_files
 from tests.support.job_runner import JobRunner
 from tests.support.scrape import scrape_url
 
@@ -290,9 +288,7 @@ def test_a_cancelled_job_mode_restore_leaves_every_target_as_it_was(
     kube.apply(backup_object("full", str(tmp_path / "store"), [f"{source_db}.*"]))
     assert final(kube, "mongobackups", "full", jobs)["status"]["phase"] == "Completed"
     target = f"{source_db}_t"
-    for coll in ("a", "b"):
-        sync_mongo[target][coll].insert_many([{"_id": i, "old": coll} for i in range(7)])
-    before = {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")}
+    before = old_targets(sync_mongo, target)
 
     marker = pause_at(jobs, "restore.swap@2", tmp_path / "failpoints")  # a swapped in, b not yet
     kube.apply(
@@ -303,9 +299,7 @@ def test_a_cancelled_job_mode_restore_leaves_every_target_as_it_was(
     status = final(kube, "mongorestores", "over", jobs)["status"]
     assert status["phase"] == "Cancelled", status
     assert "every target is as it was" in condition({"status": status}, "Cancelled")["message"]  # type: ignore[index]
-    assert {coll: contents(sync_mongo, target, coll) for coll in ("a", "b")} == before
-    assert temporaries(sync_mongo, target) == []
-    assert sync_mongo[JOURNAL_DATABASE][RUNS].count_documents({}) == 0
+    assert_as_it_was(sync_mongo, target, before)
 
 
 def test_deleting_a_running_job_mode_backup_stops_its_job_and_deletes_what_it_wrote(
