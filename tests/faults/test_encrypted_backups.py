@@ -250,7 +250,7 @@ async def test_an_encrypted_backup_round_trips_and_verifies(
 ) -> None:
     root = _copy(backups, tmp_path)
     manifest = _load(root)
-    assert manifest["formatVersion"] == 2
+    assert manifest["formatVersion"] == 3
     assert manifest["encryption"]["key"]["fingerprint"] == backups.key().fingerprint
     assert {o["name"] for e in manifest["collections"] for o in e["objects"]} >= {ORDERS, ORDERS_META}
     assert all(

@@ -191,7 +191,7 @@ def data_bytes_edited(doc: Doc) -> str:
 
 def digest_edited(doc: Doc) -> str:
     _, e = entry(doc)
-    e["digest"] = "b2sum128:" + "0" * 32
+    e["digest"] = "xxh3sum128:" + "0" * 32
     return object_name(doc["compression"]["type"], "data")
 
 

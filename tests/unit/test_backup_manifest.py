@@ -32,7 +32,7 @@ def manifest() -> BackupManifest:
         type="collection",
         documents=3,
         data_bytes=120,
-        digest="b2sum128:" + "1" * 32,
+        digest="xxh3sum128:" + "1" * 32,
         objects=[
             StoredObject("shop/orders.bson.zst", "data", 80, "a" * 64),
             StoredObject("shop/orders.metadata.json", "metadata", 40, "b" * 64),
@@ -122,12 +122,26 @@ INVALID = [
     ("missing totals", _drop("totals"), "totals: missing"),
     ("missing level", _drop("compression.level"), "compression.level: missing"),
     ("missing version", _drop("formatVersion"), "formatVersion: missing"),
-    ("newer version", _set("formatVersion", 3), "formatVersion 3 is newer than this tool reads (2)"),
+    ("newer version", _set("formatVersion", 4), "formatVersion 4 is newer than this tool reads (3)"),
     ("version 2 unencrypted", _set("formatVersion", 2), "encryption: missing"),
+    (
+        "version 1 with an XXH3 digest",
+        _set("formatVersion", 1),
+        "collections[0].digest: a version 1 manifest's",
+    ),
+    (
+        "version 3 with a BLAKE2b digest",
+        _set("collections.0.digest", "b2sum128:" + "1" * 32),
+        "collections[0].digest: a version 3 manifest's digests are xxh3sum128:",
+    ),
     ("version 0", _set("formatVersion", 0), "formatVersion: must be >= 1"),
     ("other format", _set("format", "restic"), "format: must be 'mongo-backup'"),
     ("bad sha256", _set("collections.0.objects.0.sha256", "A" * 64), "sha256: must be 64 lower-case hex"),
-    ("bad digest", _set("collections.0.digest", "md5:00"), "digest: must be b2sum128: followed by 32"),
+    (
+        "bad digest",
+        _set("collections.0.digest", "md5:00"),
+        "digest: must be xxh3sum128: or b2sum128: followed by 32",
+    ),
     ("bad type", _set("collections.0.type", "table"), "collections[0].type: must be one of"),
     (
         "bad role",

@@ -50,7 +50,6 @@ from .manifest import (
     FORMAT_VERSION,
     LOCK_NAME,
     MANIFEST_NAME,
-    PLAIN_FORMAT_VERSION,
     BackupManifest,
     CollectionEntry,
     StoredObject,
@@ -419,7 +418,7 @@ async def run_backup(
         jobs = [_Job(client, storage, p, chains, tracker, written) for p in plan]
         entries = await _dump_all(client, jobs, tracker, options.parallel)
         manifest = BackupManifest(
-            format_version=FORMAT_VERSION if encrypted else PLAIN_FORMAT_VERSION,
+            format_version=FORMAT_VERSION,
             encryption=encryption,
             engine_version=__version__,
             server_version=version,

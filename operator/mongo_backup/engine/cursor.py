@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .digest import ContentDigest
+from .digest import DIGEST_ALGORITHM, ContentDigest, DigestAlgorithm
 from .source import mongo_errors
 
 #: the size asked of each cursor batch (the server's own cap is 16 MiB, which the driver holds
@@ -21,9 +21,12 @@ def batch_documents(documents: int, data_bytes: int) -> int:
     return max(100, BATCH_BYTES // max(1, data_bytes // documents))
 
 
-async def read_digest(collection: Any, where: str, batch_size: int = 0) -> ContentDigest:
-    """Count and digest what a collection holds now."""
-    found = ContentDigest()
+async def read_digest(
+    collection: Any, where: str, batch_size: int = 0, algorithm: DigestAlgorithm = DIGEST_ALGORITHM
+) -> ContentDigest:
+    """Count and digest what a collection holds now (with the hash of the digest it is
+    compared with)."""
+    found = ContentDigest(algorithm)
     with mongo_errors(f"reading {where}"):
         async for batch in collection.find_raw_batches(batch_size=batch_size):
             found.update_batch(batch, where)

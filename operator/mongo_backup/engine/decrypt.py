@@ -59,7 +59,7 @@ async def _write_data(
     storage: Storage, source: SourceCollection, path: Path, keys: BackupKeys | None
 ) -> tuple[int, int]:
     assert source.data is not None
-    reader = DataObjectReader(f"{storage.url}/{source.data.name}", source.data, keys)
+    reader = DataObjectReader(storage.url, source, keys)
     partial = path.with_name(f".{path.name}.partial")
 
     def open_partial() -> BinaryIO:
@@ -73,7 +73,7 @@ async def _write_data(
 
     def finish() -> ContentDigest:
         last: list[bytes] = []
-        digest = reader.finish(source, last)
+        digest = reader.finish(last)
         out.writelines(last)
         out.close()
         os.replace(partial, path)

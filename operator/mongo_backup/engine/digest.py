@@ -1,73 +1,129 @@
 """The order-independent content digest of a collection, and BSON stream framing.
 
-Digest: for every document, BLAKE2b with a 16-byte output over the document's exact BSON
-bytes, read as an unsigned little-endian integer; the digest is the sum of these integers
-modulo 2**128, written as 32 lowercase hex digits (big-endian), prefixed `b2sum128:`.
+Digest: every document's hash over its exact BSON bytes, read as an unsigned integer; the
+digest is the sum of these integers modulo 2**128, written as 32 lowercase hex digits
+(big-endian) after a prefix that names the hash (docs/FORMAT.md section 5):
+- `xxh3sum128:`, written since format version 3: XXH3-128, the integer high64 * 2**64 + low64
+  (xxhash's `intdigest`);
+- `b2sum128:`, in versions 1 and 2: BLAKE2b with a 16-byte output, read little-endian.
 Addition commutes, so the digest does not depend on document order; unlike XOR, a document
-present twice does not cancel out.
+present twice does not cancel out. The digest finds documents lost, added or changed by
+accident (a bug, a server fault); deliberate tampering is the stored objects' sha256 and the
+manifest's authentication and signature to find. XXH3 replaced BLAKE2b because the per-document
+hash was most of a backup's client CPU (BENCHMARKS.md, issue 10).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from hashlib import blake2b
+from typing import Literal
+
+import xxhash
 
 from .errors import IntegrityError
 
-DIGEST_PREFIX = "b2sum128:"
+try:  # the walk in C (engine/_content_digest.c); the same walk in Python below where not built
+    from ._content_digest import scan as _scan_in_c
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _scan_in_c = None  # type: ignore[assignment]
+
+DigestAlgorithm = Literal["xxh3sum128:", "b2sum128:"]
+XXH3: DigestAlgorithm = "xxh3sum128:"
+BLAKE2B: DigestAlgorithm = "b2sum128:"
+#: what a backup writes now
+DIGEST_ALGORITHM = XXH3
+#: True when the C walk is in use (a test makes sure CI runs it)
+NATIVE = _scan_in_c is not None
+
 _MOD = 1 << 128
 _MIN_DOC = 5  # int32 length + terminating NUL
 MAX_BSON_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024  # the server's limit plus headroom
 _SIZE = struct.Struct("<i")
-_EMPTY_HASH = blake2b(digest_size=16)
+_EMPTY_BLAKE2B = blake2b(digest_size=16)
+
+Batch = bytes | bytearray | memoryview
+#: a walk over a batch: (sum of the documents' hashes, documents, where it stopped)
+Walk = Callable[[Batch, "list[bytes] | None"], tuple[int, int, int]]
+
+
+def digest_algorithm(digest: str | None) -> DigestAlgorithm:
+    """The algorithm a recorded digest names (the current one when there is none to match)."""
+    if digest is not None and digest.startswith(BLAKE2B):
+        return BLAKE2B
+    return XXH3
+
+
+def _walk_in_python(hash_of: Callable[[bytes], int]) -> Walk:
+    def walk(batch: Batch, out: list[bytes] | None) -> tuple[int, int, int]:
+        end = len(batch)
+        pos = total = count = 0
+        unpack = _SIZE.unpack_from
+        while end - pos >= _MIN_DOC:
+            (size,) = unpack(batch, pos)
+            nxt = pos + size
+            if size < _MIN_DOC or nxt > end or batch[nxt - 1] != 0:
+                break
+            doc = bytes(batch[pos:nxt])
+            total += hash_of(doc)
+            if out is not None:
+                out.append(doc)
+            pos = nxt
+            count += 1
+        return total, count, pos
+
+    return walk
+
+
+def _blake2b_128(doc: bytes) -> int:
+    h = _EMPTY_BLAKE2B.copy()  # cheaper than the keyword-parsing constructor
+    h.update(doc)
+    return int.from_bytes(h.digest(), "little")
+
+
+def _walk_xxh3_in_c(batch: Batch, out: list[bytes] | None) -> tuple[int, int, int]:
+    assert _scan_in_c is not None
+    high, low, count, end = _scan_in_c(batch, out)
+    return (high << 64) | low, count, end
+
+
+_WALKS: dict[DigestAlgorithm, Walk] = {
+    XXH3: _walk_xxh3_in_c if NATIVE else _walk_in_python(xxhash.xxh3_128_intdigest),
+    BLAKE2B: _walk_in_python(_blake2b_128),
+}
 
 
 class ContentDigest:
-    __slots__ = ("_total", "bytes", "documents")
+    __slots__ = ("_total", "_walk", "algorithm", "bytes", "documents")
 
-    def __init__(self) -> None:
+    def __init__(self, algorithm: DigestAlgorithm = DIGEST_ALGORITHM) -> None:
+        self.algorithm = algorithm
+        self._walk = _WALKS[algorithm]
         self._total = 0
         self.documents = 0
         self.bytes = 0
 
-    def update_batch(self, batch: bytes | memoryview, where: str) -> None:
+    def update_batch(self, batch: Batch, where: str) -> None:
         """Add every document of a buffer that holds whole BSON documents back to back."""
         self.documents_of(batch, where, None)
 
-    def documents_of(self, batch: bytes | memoryview, where: str, out: list[bytes] | None) -> None:
+    def documents_of(self, batch: Batch, where: str, out: list[bytes] | None) -> None:
         """`update_batch`, also appending each document to `out` (when given) as its own bytes,
         so a caller that needs the documents does not walk the buffer a second time."""
-        # the per-document loop is the engine's hottest Python code: locals, struct and a
-        # copied BLAKE2b state (cheaper than the keyword-parsing constructor) matter here
+        total, count, stopped = self._walk(batch, out)
         end = len(batch)
-        pos = 0
-        total = 0
-        count = 0
-        unpack = _SIZE.unpack_from
-        from_bytes = int.from_bytes
-        new_hash = _EMPTY_HASH.copy
-        append = out.append if out is not None else None
-        while pos < end:
-            if end - pos < _MIN_DOC:
-                raise IntegrityError(f"{where}: truncated BSON document at byte {self.bytes + pos}")
-            (size,) = unpack(batch, pos)
-            nxt = pos + size
-            if size < _MIN_DOC or nxt > end or batch[nxt - 1] != 0:
-                raise IntegrityError(f"{where}: malformed BSON document at byte {self.bytes + pos}")
-            doc = batch[pos:nxt]
-            h = new_hash()
-            h.update(doc)
-            total += from_bytes(h.digest(), "little")
-            if append is not None:
-                append(bytes(doc))
-            pos = nxt
-            count += 1
+        if stopped != end:
+            at = self.bytes + stopped
+            if end - stopped < _MIN_DOC:
+                raise IntegrityError(f"{where}: truncated BSON document at byte {at}")
+            raise IntegrityError(f"{where}: malformed BSON document at byte {at}")
         self._total += total
         self.documents += count
         self.bytes += end
 
     def hexdigest(self) -> str:
-        return DIGEST_PREFIX + format(self._total % _MOD, "032x")
+        return self.algorithm + format(self._total % _MOD, "032x")
 
 
 class BsonFramer:

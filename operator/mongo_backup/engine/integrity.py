@@ -7,7 +7,7 @@ from typing import Any
 
 from ..storage import Storage
 from .catalog import SourceCollection, SourceObject
-from .digest import BsonFramer, ContentDigest
+from .digest import BsonFramer, ContentDigest, digest_algorithm
 from .encryption import BackupKeys
 from .errors import IntegrityError
 from .metadata import parse_metadata
@@ -18,10 +18,15 @@ class DataObjectReader:
     """Turns the stored chunks of a data object into whole BSON documents, keeping the
     sha256 of the stored bytes, the document count and the content digest on the way."""
 
-    def __init__(self, where: str, stored: SourceObject, keys: BackupKeys | None) -> None:
+    def __init__(self, storage_url: str, source: SourceCollection, keys: BackupKeys | None) -> None:
+        assert source.data is not None
+        stored = source.data
+        where = f"{storage_url}/{stored.name}"
         self.where = where
+        self.source = source
         self.stored = stored
-        self.digest = ContentDigest()
+        # the hash the manifest's digest names: a backup of an older format version is read too
+        self.digest = ContentDigest(digest_algorithm(source.digest))
         self._reader = stored.transforms.reader(stored.name, where, keys)
         self._framer = BsonFramer(where)
 
@@ -35,9 +40,10 @@ class DataObjectReader:
         self.digest.documents_of(whole, self.where, out)
         return len(whole)
 
-    def finish(self, source: SourceCollection, out: list[bytes] | None = None) -> ContentDigest:
+    def finish(self, out: list[bytes] | None = None) -> ContentDigest:
         """Raise IntegrityError unless the object ended cleanly and matches the manifest; the
         documents of the object's last bytes go to `out`."""
+        source = self.source
         self._documents(self._reader.finish(), out)
         self._framer.finish()
         check_whole(self.where, self._reader, self.stored.size, self.stored.sha256)

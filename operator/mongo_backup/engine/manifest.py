@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from .compression import CODECS
+from .digest import BLAKE2B, XXH3, digest_algorithm
 from .encryption import SCHEME, SEGMENT_SIZE, BackupKeys
 from .errors import ManifestInvalid, ManifestTampered
 from .names import namespace_problem, object_name_problem, shown
@@ -45,10 +46,12 @@ MANIFEST_NAME = "manifest.json"
 #: the backup name's lock, the first object a backup writes (docs/FORMAT.md section 3a)
 LOCK_NAME = "lock.json"
 FORMAT_NAME = "mongo-backup"
-#: the newest version this tool reads and writes: 2 for encrypted backups (docs/FORMAT.md
-#: section 8); a plain backup is still written as version 1, which every older reader reads
-FORMAT_VERSION = 2
-PLAIN_FORMAT_VERSION = 1
+#: the version this tool writes, and the newest it reads (docs/FORMAT.md section 8): 1 for a
+#: plain backup, 2 for an encrypted one (both with BLAKE2b digests), 3 for either with XXH3
+#: digests
+FORMAT_VERSION = 3
+#: the first version whose content digests are XXH3's
+XXH3_FORMAT_VERSION = 3
 #: the manifest fields that authenticate the rest: left out of its canonical bytes
 AUTHENTICATION_FIELDS = ("authentication", "signature")
 
@@ -106,7 +109,16 @@ def _object_name(value: str) -> str:
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Text = Annotated[str, Field(max_length=_MAX_TEXT), AfterValidator(_text)]
 Sha256 = Annotated[str, _hex("", 64)]
-ContentDigestHex = Annotated[str, _hex("b2sum128:", 32)]
+_DIGEST = re.compile(r"(xxh3sum128|b2sum128):[0-9a-f]{32}\Z")
+
+
+def _content_digest(value: str) -> str:
+    if not _DIGEST.match(value):
+        raise ValueError("must be xxh3sum128: or b2sum128: followed by 32 lower-case hex digits")
+    return value
+
+
+ContentDigestHex = Annotated[str, AfterValidator(_content_digest)]
 # the string is checked first; then parsed (a validator's output is no longer JSON: not strict)
 Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
 ObjectName = Annotated[str, AfterValidator(_object_name)]
@@ -277,7 +289,7 @@ class Totals(_Strict):
 
 class BackupManifest(_Strict):
     format: Annotated[str, _one_of(FORMAT_NAME)] = FORMAT_NAME
-    format_version: int = Field(default=PLAIN_FORMAT_VERSION, ge=1, le=FORMAT_VERSION, alias="formatVersion")
+    format_version: int = Field(default=FORMAT_VERSION, ge=1, le=FORMAT_VERSION, alias="formatVersion")
     engine_version: Text = Field(alias="engineVersion")
     server_version: Text = Field(alias="serverVersion")
     started_at: Timestamp = Field(alias="startedAt")
@@ -320,15 +332,23 @@ class BackupManifest(_Strict):
 
     @model_validator(mode="after")
     def _encrypted_throughout(self) -> BackupManifest:
-        """An encrypted backup is version 2, authenticated, and every object is encrypted; a
-        plain one has no encrypted object."""
+        """An encrypted backup is version 2 or 3, authenticated, and every object is encrypted;
+        a plain one (version 1 or 3) has no encrypted object. Digests are BLAKE2b's before
+        version 3 and XXH3's from it."""
         if self.encryption is None:
-            if self.format_version >= 2:
+            if self.format_version == 2:
                 raise ValueError("encryption: missing (a version 2 manifest is of an encrypted backup)")
             if self.authentication is not None:
                 raise ValueError("authentication: only an encrypted backup's manifest has one")
         elif self.format_version < 2:
-            raise ValueError("formatVersion: an encrypted backup's manifest is version 2")
+            raise ValueError("formatVersion: an encrypted backup's manifest is version 2 or later")
+        algorithm = XXH3 if self.format_version >= XXH3_FORMAT_VERSION else BLAKE2B
+        for i, entry in enumerate(self.collections):
+            if entry.digest is not None and digest_algorithm(entry.digest) != algorithm:
+                raise ValueError(
+                    f"collections[{i}].digest: a version {self.format_version} manifest's digests "
+                    f"are {algorithm}..."
+                )
         for i, entry in enumerate(self.collections):
             for j, o in enumerate(entry.objects):
                 if o.chain.encrypted != self.encrypted:

@@ -24,7 +24,7 @@ from ..storage.retry import settle
 from .cancellation import cancelled_with, clean_up
 from .catalog import Catalog, SourceCollection, load_catalog
 from .cursor import batch_documents, read_digest
-from .digest import ContentDigest
+from .digest import ContentDigest, digest_algorithm
 from .errors import EngineError, IntegrityError, RestoreConflict
 from .failpoints import failpoint
 from .integrity import DataObjectReader, read_metadata_object
@@ -298,6 +298,7 @@ async def _holds_backup_data(client: AsyncMongoClient[Any], target: _Target) -> 
         client[target.db][target.name],
         target.namespace,
         batch_documents(source.documents or 0, source.data_bytes or 0),
+        digest_algorithm(source.digest),
     )
     return found.documents == source.documents and found.hexdigest() == source.digest
 
@@ -469,8 +470,8 @@ class _Restorer:
     async def _load_data(self, target: _Target, collection: Any, entry: CollectionProgress) -> ContentDigest:
         source = target.source
         if source.data is None:
-            return ContentDigest()
-        reader = DataObjectReader(f"{self.storage.url}/{source.data.name}", source.data, self.catalog.keys)
+            return ContentDigest(digest_algorithm(source.digest))
+        reader = DataObjectReader(self.storage.url, source, self.catalog.keys)
         # each item: the documents of one insert_many, and their BSON bytes
         batches: asyncio.Queue[tuple[list[RawBSONDocument], int] | None] = asyncio.Queue(QUEUE_DEPTH)
 
@@ -496,7 +497,7 @@ class _Restorer:
             # before the workers stop, so a mismatch fails the whole load
             last: list[bytes] = []
             before = reader.digest.bytes
-            await asyncio.to_thread(reader.finish, source, last)
+            await asyncio.to_thread(reader.finish, last)
             pending += [RawBSONDocument(d) for d in last]
             size += reader.digest.bytes - before
             if pending:
@@ -540,7 +541,10 @@ class _Restorer:
     async def _verify(self, target: _Target, collection: Any, streamed: ContentDigest) -> bool:
         """Read back what was written and compare it with the backup, before the swap."""
         readback = await read_digest(
-            collection, target.namespace, batch_documents(streamed.documents, streamed.bytes)
+            collection,
+            target.namespace,
+            batch_documents(streamed.documents, streamed.bytes),
+            streamed.algorithm,
         )
         expected = target.source.digest or streamed.hexdigest()
         if readback.hexdigest() != expected or readback.documents != streamed.documents:

@@ -79,8 +79,8 @@ async def _check_metadata(
 async def _check_data(storage: Storage, source: SourceCollection, keys: BackupKeys | None) -> tuple[int, int]:
     """Documents and BSON bytes of a data object that matches the manifest."""
     assert source.data is not None
-    reader = DataObjectReader(f"{storage.url}/{source.data.name}", source.data, keys)
+    reader = DataObjectReader(storage.url, source, keys)
     async for chunk in storage.read(source.data.name):
         await asyncio.to_thread(reader.feed, chunk)
-    digest = reader.finish(source)
+    digest = reader.finish()
     return digest.documents, digest.bytes

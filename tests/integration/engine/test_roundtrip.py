@@ -104,11 +104,11 @@ async def test_backup_layout_and_manifest(mongo: Client, store: Storage, dbname:
     )
     manifest = BackupManifest.from_json(await backup.read_bytes("manifest.json"), "m")
     orders = next(c for c in manifest.collections if c.name == "orders")
-    assert orders.documents == 1000 and orders.digest and orders.digest.startswith("b2sum128:")
+    assert orders.documents == 1000 and orders.digest and orders.digest.startswith("xxh3sum128:")
     assert {o.role for o in orders.objects} == {"data", "metadata"}
-    # each object's transform steps, in write order; a plain backup stays format version 1
+    # each object's transform steps, in write order
     assert {o.role: o.transforms for o in orders.objects} == {"data": ["zstd"], "metadata": []}
-    assert manifest.format_version == 1 and manifest.encryption is None
+    assert manifest.format_version == 3 and manifest.encryption is None
     assert manifest.documents == 1001 and manifest.compression == "zstd"
     assert (await verify_backup(backup)).ok
 
