@@ -148,6 +148,10 @@ def test_dockerignore_keeps_the_context_to_what_the_wheel_needs() -> None:
     for left_out in (".venv", ".git", "tests/unit/test_dockerfile.py", "node_modules", "crds", "helm"):
         assert dockerignore_excludes(left_out), f".dockerignore lets {left_out} into the build context"
     assert dockerignore_excludes("operator/mongo_backup/__pycache__/cli.cpython-311.pyc")
+    # an extension built in place by `pip install -e` is the host's, not the image's
+    assert dockerignore_excludes(
+        "operator/mongo_backup/engine/_content_digest.cpython-311-x86_64-linux-gnu.so"
+    )
 
 
 # ---- the install steps, for real ---------------------------------------------------------------
@@ -178,7 +182,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstalledIma
             pytest.fail(f"the Dockerfile copies {source}, which the repository lacks")
         if origin.is_dir():
             shutil.copytree(
-                origin, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+                origin, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so")
             )
         else:
             shutil.copy2(origin, context / source)
@@ -219,6 +223,18 @@ def test_installed_cli_answers_help(installed: InstalledImage) -> None:
         assert re.search(rf"\b{command}\b", result.stdout), (
             f"`mongo-backup --help` does not mention {command}"
         )
+
+
+def test_the_installed_wheel_has_the_content_digests_c_walk(installed: InstalledImage) -> None:
+    result = subprocess.run(
+        [str(installed.bin / "python"), "-c", "from mongo_backup.engine.digest import NATIVE; print(NATIVE)"],
+        capture_output=True,
+        text=True,
+        env=installed.env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True", "the wheel was built without engine/_content_digest.c"
 
 
 def test_installed_cli_generates_the_committed_crds(installed: InstalledImage, tmp_path: Path) -> None:
