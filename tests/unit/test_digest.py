@@ -6,7 +6,7 @@ import pytest
 import xxhash
 
 from mongo_backup.engine import digest
-from mongo_backup.engine.digest import BLAKE2B, XXH3, BsonFramer, ContentDigest, digest_algorithm
+from mongo_backup.engine.digest import BLAKE2B, XXH3, ContentDigest, DocumentStream, digest_algorithm
 from mongo_backup.engine.errors import IntegrityError
 
 
@@ -30,34 +30,45 @@ def test_digest_ignores_order_but_not_content_or_duplicates() -> None:
 
 
 def test_digest_rejects_bad_framing() -> None:
-    with pytest.raises(IntegrityError, match="where: malformed"):
+    with pytest.raises(IntegrityError, match=r"where: malformed BSON document at byte 0 \(document size 2\)"):
+        ContentDigest().update_batch(b"\x02\x00\x00\x00\x00", "where")
+    with pytest.raises(IntegrityError, match="where: truncated BSON document at byte 0"):
         ContentDigest().update_batch(b"\xff\x00\x00\x00\x00", "where")
 
 
-def test_framer_reassembles_documents_across_any_chunking() -> None:
-    stream = b"".join(_docs(200))
+def test_stream_reassembles_documents_across_any_chunking() -> None:
+    docs = _docs(200)
+    stream = b"".join(docs)
+    whole = ContentDigest()
+    whole.update_batch(stream, "obj")
     for size in (1, 3, 7, 64, 1000, len(stream)):
-        framer = BsonFramer("obj")
-        out = b"".join(framer.feed(stream[i : i + size]) for i in range(0, len(stream), size))
-        framer.finish()
-        assert out == stream
-    cut: list[bytes] = []
-    ContentDigest().documents_of(stream, "obj", cut)
-    assert cut == _docs(200)
+        reassembled = DocumentStream("obj", ContentDigest())
+        out: list[bytes] = []
+        fed = sum(reassembled.feed(stream[i : i + size], out) for i in range(0, len(stream), size))
+        reassembled.finish()
+        assert out == docs and fed == len(stream)
+        assert reassembled.digest.hexdigest() == whole.hexdigest() and reassembled.digest.documents == 200
 
 
-def test_framer_reports_truncation_with_the_object_name() -> None:
+def test_stream_reports_truncation_with_the_object_name() -> None:
     stream = b"".join(_docs(3))
-    framer = BsonFramer("db/coll.bson.zst")
-    framer.feed(stream[:-2])
-    with pytest.raises(IntegrityError, match=r"db/coll.bson.zst: truncated"):
-        framer.finish()
+    documents = DocumentStream("db/coll.bson.zst", ContentDigest())
+    documents.feed(stream[:-2])
+    with pytest.raises(
+        IntegrityError, match=r"db/coll.bson.zst: truncated: the stream ends inside a document at byte"
+    ):
+        documents.finish()
 
 
-def test_framer_reports_garbage_with_the_offset() -> None:
-    framer = BsonFramer("obj")
-    with pytest.raises(IntegrityError, match="malformed BSON stream at byte 0"):
-        framer.feed(b"\x02\x00\x00\x00garbage")
+def test_stream_reports_garbage_with_the_offset() -> None:
+    first = _docs(1)[0]
+    for garbage in (b"\x02\x00\x00\x00garbage", (2**30).to_bytes(4, "little") + b"rest"):
+        documents = DocumentStream("obj", ContentDigest())
+        with pytest.raises(
+            IntegrityError, match=f"obj: malformed BSON document at byte {len(first)} .document size"
+        ):
+            documents.feed(first + garbage[:3])  # not yet known to be garbage: kept as the tail
+            documents.feed(garbage[3:])
 
 
 def _by_the_format(docs: list[bytes]) -> str:

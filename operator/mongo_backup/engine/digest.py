@@ -108,60 +108,51 @@ class ContentDigest:
         """Add every document of a buffer that holds whole BSON documents back to back."""
         self.documents_of(batch, where, None)
 
-    def documents_of(self, batch: Batch, where: str, out: list[bytes] | None) -> None:
+    def documents_of(self, batch: Batch, where: str, out: list[bytes] | None, *, tail: bool = False) -> int:
         """`update_batch`, also appending each document to `out` (when given) as its own bytes,
-        so a caller that needs the documents does not walk the buffer a second time."""
+        so a caller that needs the documents does not walk the buffer a second time. With
+        `tail`, the batch may end inside a document (the rest of a stream follows): returns
+        where the whole documents end."""
         total, count, stopped = self._walk(batch, out)
         end = len(batch)
         if stopped != end:
+            rest = end - stopped
+            size = _SIZE.unpack_from(batch, stopped)[0] if rest >= 4 else None
             at = self.bytes + stopped
-            if end - stopped < _MIN_DOC:
+            if size is not None and (size < _MIN_DOC or size > MAX_BSON_DOCUMENT or size <= rest):
+                detail = f" (document size {size})" if size < _MIN_DOC or size > MAX_BSON_DOCUMENT else ""
+                raise IntegrityError(f"{where}: malformed BSON document at byte {at}{detail}")
+            if not tail:
                 raise IntegrityError(f"{where}: truncated BSON document at byte {at}")
-            raise IntegrityError(f"{where}: malformed BSON document at byte {at}")
         self._total += total
         self.documents += count
-        self.bytes += end
+        self.bytes += stopped
+        return stopped
 
     def hexdigest(self) -> str:
         return self.algorithm + format(self._total % _MOD, "032x")
 
 
-class BsonFramer:
-    """Cuts a byte stream into whole BSON documents, whatever the chunk boundaries.
+class DocumentStream:
+    """Cuts a byte stream into whole BSON documents, whatever the chunk boundaries, and adds
+    them to a digest: one walk over the documents does both (the C walk where built).
 
-    `feed` returns a buffer of complete documents (possibly empty) and keeps the tail;
-    `finish` raises if the stream ended inside a document."""
+    `feed` returns the bytes of the documents it completed and keeps the tail; `finish`
+    raises if the stream ended inside a document."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, digest: ContentDigest) -> None:
         self._where = where
-        self._pending = bytearray()
-        self._offset = 0  # stream offset of _pending[0]
+        self.digest = digest
+        self._pending = b""
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._pending:
-            self._pending += chunk
-            buf: bytes | bytearray = self._pending
-        else:
-            buf = chunk
-        end = len(buf)
-        pos = 0
-        unpack = _SIZE.unpack_from
-        while end - pos >= 4:
-            (size,) = unpack(buf, pos)
-            if size < _MIN_DOC or size > MAX_BSON_DOCUMENT:
-                raise IntegrityError(
-                    f"{self._where}: malformed BSON stream at byte {self._offset + pos} (document size {size})"
-                )
-            if pos + size > end:
-                break
-            pos += size
-        whole = bytes(buf[:pos])
-        self._pending = bytearray(buf[pos:])
-        self._offset += pos
+    def feed(self, chunk: bytes, out: list[bytes] | None = None) -> int:
+        buf = self._pending + chunk if self._pending else chunk
+        whole = self.digest.documents_of(buf, self._where, out, tail=True)
+        self._pending = buf[whole:]
         return whole
 
     def finish(self) -> None:
         if self._pending:
             raise IntegrityError(
-                f"{self._where}: truncated: the stream ends inside a document at byte {self._offset}"
+                f"{self._where}: truncated: the stream ends inside a document at byte {self.digest.bytes}"
             )

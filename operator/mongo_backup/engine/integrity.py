@@ -7,7 +7,7 @@ from typing import Any
 
 from ..storage import Storage
 from .catalog import SourceCollection, SourceObject
-from .digest import BsonFramer, ContentDigest, digest_algorithm
+from .digest import ContentDigest, DocumentStream, digest_algorithm
 from .encryption import BackupKeys
 from .errors import IntegrityError
 from .metadata import parse_metadata
@@ -28,24 +28,19 @@ class DataObjectReader:
         # the hash the manifest's digest names: a backup of an older format version is read too
         self.digest = ContentDigest(digest_algorithm(source.digest))
         self._reader = stored.transforms.reader(stored.name, where, keys)
-        self._framer = BsonFramer(where)
+        self._documents = DocumentStream(where, self.digest)
 
     def feed(self, chunk: bytes, out: list[bytes] | None = None) -> int:
         """Consume stored bytes; append each whole document to `out` when given. Returns the
         BSON bytes of the documents completed by this chunk. CPU-bound: call it in a thread."""
-        return self._documents(self._reader.update(chunk), out)
-
-    def _documents(self, plain: bytes, out: list[bytes] | None) -> int:
-        whole = self._framer.feed(plain)
-        self.digest.documents_of(whole, self.where, out)
-        return len(whole)
+        return self._documents.feed(self._reader.update(chunk), out)
 
     def finish(self, out: list[bytes] | None = None) -> ContentDigest:
         """Raise IntegrityError unless the object ended cleanly and matches the manifest; the
         documents of the object's last bytes go to `out`."""
         source = self.source
-        self._documents(self._reader.finish(), out)
-        self._framer.finish()
+        self._documents.feed(self._reader.finish(), out)
+        self._documents.finish()
         check_whole(self.where, self._reader, self.stored.size, self.stored.sha256)
         if source.documents is not None and self.digest.documents != source.documents:
             raise IntegrityError(
