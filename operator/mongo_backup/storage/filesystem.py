@@ -28,6 +28,10 @@ from .base import (
 from .retry import in_thread
 
 TEMP_MARKER = ".tmp-"
+#: writes are held in memory up to this size, so that a small object is opened, written,
+#: fsynced and linked in one worker-thread call at commit: a thread hop costs more CPU than
+#: writing a small file does (BENCHMARKS.md, run N: the many-collections set)
+BUFFERED_BYTES = 1024 * 1024
 
 
 def _check_name(name: str) -> None:
@@ -68,6 +72,8 @@ class FilesystemWriter(ObjectWriter):
         self._temp = self._final.with_name(f".{self._final.name}{TEMP_MARKER}{secrets.token_hex(6)}")
         self._file: BinaryIO | None = None
         self._size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
 
     def _open(self) -> BinaryIO:
         if self._file is None:
@@ -83,7 +89,15 @@ class FilesystemWriter(ObjectWriter):
     async def write(self, data: bytes) -> None:
         if not data:
             return
-        await in_thread(self._write_sync, data)
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= BUFFERED_BYTES:
+            await in_thread(self._write_sync, self._take_buffer())
+
+    def _take_buffer(self) -> bytes:
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        return data
 
     def _write_sync(self, data: bytes) -> None:
         try:
@@ -95,9 +109,11 @@ class FilesystemWriter(ObjectWriter):
         self._size += len(data)
 
     async def commit(self) -> ObjectInfo:
-        return await in_thread(self._commit_sync)
+        return await in_thread(self._commit_sync, self._take_buffer())
 
-    def _commit_sync(self) -> ObjectInfo:
+    def _commit_sync(self, rest: bytes) -> ObjectInfo:
+        if rest:
+            self._write_sync(rest)
         f = self._open()
         try:
             f.flush()
@@ -121,7 +137,9 @@ class FilesystemWriter(ObjectWriter):
         return ObjectInfo(self.name, self._size, datetime.now(UTC))
 
     async def abort(self) -> None:
-        await in_thread(self._abort_sync)
+        self._buffer, self._buffered = [], 0
+        if self._file is not None:  # else nothing was written to disk
+            await in_thread(self._abort_sync)
 
     def _abort_sync(self) -> None:
         if self._file is not None:  # else there is no temporary file (or no folder) to remove
