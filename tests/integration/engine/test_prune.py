@@ -92,8 +92,8 @@ async def test_prune_never_deletes_what_a_run_holds_nor_what_is_not_ours(
     mongo: AsyncMongoClient[Any], mongo_uri: str, store: Storage, dbname: str, backup_root: Path
 ) -> None:
     await make_backups(mongo, store, dbname, "b1", "b2", "b3")
-    # a backup killed mid-data: its lock.json stays, no manifest (its run may be live, for all
-    # prune knows)
+    # a backup killed after its data, before its manifest: its lock.json stays (its run may be
+    # live, for all prune knows)
     for name in ("killed", "old-partial"):
         killed = CliRun.start(
             [
@@ -105,10 +105,11 @@ async def test_prune_never_deletes_what_a_run_holds_nor_what_is_not_ours(
                 "--ns-include",
                 f"{dbname}.*",
             ],
-            failpoints="backup.data=kill",
+            failpoints="backup.manifest=kill",
         ).finish()
         assert killed.returncode == -signal.SIGKILL, killed.output
         assert (backup_root / name / "lock.json").is_file()
+        assert not (backup_root / name / "manifest.json").exists()
     # an incomplete backup without a lock, as an older version left them
     (backup_root / "old-partial" / "lock.json").unlink()
     assert files_under(backup_root / "old-partial")
