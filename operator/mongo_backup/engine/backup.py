@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 QUEUE_DEPTH = 2
 #: compressed output is gathered into writes of about this size
 WRITE_CHUNK = 4 * 1024 * 1024
+#: a batch smaller than this is encoded on the event loop (zstd: ~0.1 ms for 40 KB; gzip at
+#: most ~3 ms): a worker-thread hop costs more CPU than that (BENCHMARKS.md, run N: the
+#: many-collections set)
+INLINE_BYTES = 64 * 1024
 #: a failed run gives up removing what it wrote after this long (the lock then stays)
 CLEANUP_TIMEOUT = 60.0
 #: documents in a collection's first cursor batch. The plan knows no sizes, so the batches
@@ -250,7 +254,8 @@ class _Job:
         where = f"{self.plan.namespace} -> {self.storage.url}/{name}"
         digest = ContentDigest()
         stored = chains.data.writer(name, chains.level, chains.keys)
-        batches: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_DEPTH)
+        # each item: a batch, and whether the cursor is known to have ended with it
+        batches: asyncio.Queue[tuple[bytes, bool] | None] = asyncio.Queue(QUEUE_DEPTH)
         collection = self.client[self.plan.db][self.plan.name]
 
         async def read_batches() -> None:
@@ -259,16 +264,20 @@ class _Job:
                 first = True
                 async for batch in cursor:
                     checkpoint()
-                    if first and cursor.alive:  # else the first batch was all there is
+                    last = not cursor.alive
+                    if first and not last:  # else the first batch was all there is
                         _fit_batches(cursor, batch)
                     first = False
-                    await batches.put(batch)
+                    await batches.put((batch, last))
             await batches.put(None)
 
-        def encode(batch: bytes) -> bytes:
-            # in a worker thread: zstd, AES-GCM and sha256 release the GIL, so the event loop keeps reading
+        def encode(batch: bytes, last: bool) -> bytes:
+            # in a worker thread: zstd, AES-GCM and sha256 release the GIL, so the event loop
+            # keeps reading; the last batch is finished in the same call (one thread hop fewer
+            # per collection, which shows with many small ones)
             digest.update_batch(batch, where)
-            return stored.update(batch)
+            out = stored.update(batch)
+            return out + stored.finish() if last else out
 
         async def write_chunk(data: bytes) -> None:
             await writer.write(data)
@@ -277,9 +286,14 @@ class _Job:
         async def write_objects() -> None:
             pending: list[bytes] = []
             pending_size = 0
-            while (batch := await batches.get()) is not None:
+            finished = False
+            while (item := await batches.get()) is not None:
+                batch, finished = item
                 before = digest.documents
-                out = await in_thread(encode, batch)
+                if len(batch) < INLINE_BYTES:
+                    out = encode(batch, finished)
+                else:
+                    out = await in_thread(encode, batch, finished)
                 if out:
                     pending.append(out)
                     pending_size += len(out)
@@ -287,7 +301,8 @@ class _Job:
                     await write_chunk(b"".join(pending))
                     pending, pending_size = [], 0
                 await self.tracker.advance(self.progress, digest.documents - before, len(batch))
-            pending.append(await in_thread(stored.finish))
+            if not finished:  # the cursor ended with an empty batch (or with none at all)
+                pending.append(await in_thread(stored.finish))
             await write_chunk(b"".join(pending))
 
         with self.written.writing(name):
