@@ -169,6 +169,11 @@ class InstalledImage:
             [str(self.bin / "mongo-backup"), *args], capture_output=True, text=True, env=self.env, timeout=120
         )
 
+    def python(self, code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / "python"), "-c", code], capture_output=True, text=True, env=self.env, timeout=60
+        )
+
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstalledImage]:
@@ -226,13 +231,7 @@ def test_installed_cli_answers_help(installed: InstalledImage) -> None:
 
 
 def test_the_installed_wheel_has_the_content_digests_c_walk(installed: InstalledImage) -> None:
-    result = subprocess.run(
-        [str(installed.bin / "python"), "-c", "from mongo_backup.engine.digest import NATIVE; print(NATIVE)"],
-        capture_output=True,
-        text=True,
-        env=installed.env,
-        timeout=60,
-    )
+    result = installed.python("from mongo_backup.engine.digest import NATIVE; print(NATIVE)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True", "the wheel was built without engine/_content_digest.c"
 
@@ -267,23 +266,11 @@ def test_the_demo_and_the_test_stand_ins_are_not_in_the_wheel(installed: Install
         "root = pathlib.Path(mongo_backup.__file__).parent; "
         "print(sorted(str(p.relative_to(root)) for p in root.rglob('*.py')))"
     )
-    result = subprocess.run(
-        [str(installed.bin / "python"), "-c", probe],
-        capture_output=True,
-        text=True,
-        env=installed.env,
-        timeout=60,
-    )
+    result = installed.python(probe)
     assert result.returncode == 0, result.stderr
     shipped = result.stdout
     for stand_in in ("testing/", "'demo.py'", "handlers/background.py"):
         assert stand_in not in shipped, f"{stand_in} is in the wheel: {shipped}"
     assert "handlers/main.py" in shipped  # the probe sees the package
-    demo = subprocess.run(
-        [str(installed.bin / "python"), "-c", "import mongo_backup_demo"],
-        capture_output=True,
-        text=True,
-        env=installed.env,
-        timeout=60,
-    )
+    demo = installed.python("import mongo_backup_demo")
     assert demo.returncode != 0, "the demo package is installed with the product"
