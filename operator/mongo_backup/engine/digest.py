@@ -2,7 +2,7 @@
 
 Digest: every document's hash over its exact BSON bytes, read as an unsigned integer; the
 digest is the sum of these integers modulo 2**128, written as 32 lowercase hex digits
-(big-endian) after a prefix that names the hash (docs/FORMAT.md section 5):
+(big-endian) after a prefix that names the hash (docs/FORMAT.md section 4):
 - `xxh3sum128:`, written since format version 3: XXH3-128, the integer high64 * 2**64 + low64
   (xxhash's `intdigest`);
 - `b2sum128:`, in versions 1 and 2: BLAKE2b with a 16-byte output, read little-endian.
