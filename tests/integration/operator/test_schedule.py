@@ -208,8 +208,18 @@ def test_concurrency_policies(
         )
         assert both
         paused_backups.set()
-        completed(kube, first)
-        completed(kube, second)
+        # released together, they finish in either order: the schedule's last success is
+        # whichever completed later, so wait for both to be done and no longer active
+        for name in (first, second):
+            done = wait_for(kube, BACKUPS, name, phase_is("Completed", "Failed"), what=f"{name} finished")
+            assert done["status"]["phase"] == "Completed", done["status"]
+        eventually(
+            lambda: (
+                not status_of(kube, "busy").get("active")
+                and (status_of(kube, "busy").get("lastSuccessfulBackup") or {}).get("name") in (first, second)
+            ),
+            "the schedule seeing both completed",
+        )
 
 
 def test_suspend_then_resume_catches_up_once(
