@@ -70,8 +70,8 @@ QUEUE_DEPTH = 2
 #: compressed output is gathered into writes of about this size
 WRITE_CHUNK = 4 * 1024 * 1024
 #: a batch smaller than this is encoded on the event loop (zstd: ~0.1 ms for 40 KB; gzip at
-#: most ~3 ms): a worker-thread hop costs more CPU than that (BENCHMARKS.md, run N: the
-#: many-collections set)
+#: most ~3 ms): a worker-thread hop costs more CPU than that (BENCHMARKS.md, runs O and P:
+#: the many-collections set)
 INLINE_BYTES = 64 * 1024
 #: a failed run gives up removing what it wrote after this long (the lock then stays)
 CLEANUP_TIMEOUT = 60.0

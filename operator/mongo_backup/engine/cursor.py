@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .digest import DIGEST_ALGORITHM, ContentDigest, DigestAlgorithm
+from .digest import ContentDigest, DigestAlgorithm
 from .source import mongo_errors
 
 #: the size asked of each cursor batch (the server's own cap is 16 MiB, which the driver holds
@@ -22,7 +22,7 @@ def batch_documents(documents: int, data_bytes: int) -> int:
 
 
 async def read_digest(
-    collection: Any, where: str, batch_size: int = 0, algorithm: DigestAlgorithm = DIGEST_ALGORITHM
+    collection: Any, where: str, batch_size: int, algorithm: DigestAlgorithm
 ) -> ContentDigest:
     """Count and digest what a collection holds now (with the hash of the digest it is
     compared with)."""

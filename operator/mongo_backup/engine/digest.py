@@ -119,9 +119,10 @@ class ContentDigest:
             rest = end - stopped
             size = _SIZE.unpack_from(batch, stopped)[0] if rest >= 4 else None
             at = self.bytes + stopped
-            if size is not None and (size < _MIN_DOC or size > MAX_BSON_DOCUMENT or size <= rest):
-                detail = f" (document size {size})" if size < _MIN_DOC or size > MAX_BSON_DOCUMENT else ""
-                raise IntegrityError(f"{where}: malformed BSON document at byte {at}{detail}")
+            if size is not None and not _MIN_DOC <= size <= MAX_BSON_DOCUMENT:
+                raise IntegrityError(f"{where}: malformed BSON document at byte {at} (document size {size})")
+            if size is not None and size <= rest:  # whole, yet the walk stopped: no terminator
+                raise IntegrityError(f"{where}: malformed BSON document at byte {at}")
             if not tail:
                 raise IntegrityError(f"{where}: truncated BSON document at byte {at}")
         self._total += total

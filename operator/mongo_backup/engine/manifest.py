@@ -75,13 +75,15 @@ def _text(value: str) -> str:
     return value
 
 
-def _hex(prefix: str, digits: int) -> Any:
-    pattern = re.compile(re.escape(prefix) + f"[0-9a-f]{{{digits}}}\\Z")
+def _hex(digits: int, *prefixes: str) -> Any:
+    """Exactly `digits` lower-case hex digits, after one of `prefixes` when there are any."""
+    prefix = "(" + "|".join(map(re.escape, prefixes)) + ")" if prefixes else ""
+    pattern = re.compile(prefix + f"[0-9a-f]{{{digits}}}\\Z")
 
     def check(value: str) -> str:
         if not pattern.match(value):
             raise ValueError(
-                f"must be {prefix + ' followed by ' if prefix else ''}{digits} lower-case hex digits"
+                f"must be {' or '.join(prefixes) + ' followed by ' if prefixes else ''}{digits} lower-case hex digits"
             )
         return value
 
@@ -108,17 +110,8 @@ def _object_name(value: str) -> str:
 
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Text = Annotated[str, Field(max_length=_MAX_TEXT), AfterValidator(_text)]
-Sha256 = Annotated[str, _hex("", 64)]
-_DIGEST = re.compile(r"(xxh3sum128|b2sum128):[0-9a-f]{32}\Z")
-
-
-def _content_digest(value: str) -> str:
-    if not _DIGEST.match(value):
-        raise ValueError("must be xxh3sum128: or b2sum128: followed by 32 lower-case hex digits")
-    return value
-
-
-ContentDigestHex = Annotated[str, AfterValidator(_content_digest)]
+Sha256 = Annotated[str, _hex(64)]
+ContentDigestHex = Annotated[str, _hex(32, XXH3, BLAKE2B)]
 # the string is checked first; then parsed (a validator's output is no longer JSON: not strict)
 Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
 ObjectName = Annotated[str, AfterValidator(_object_name)]
@@ -222,8 +215,8 @@ class CollectionEntry(_Strict):
         return self
 
 
-Hex32 = Annotated[str, _hex("", 32)]
-Fingerprint = Annotated[str, _hex("", 16)]
+Hex32 = Annotated[str, _hex(32)]
+Fingerprint = Annotated[str, _hex(16)]
 
 
 def _base64(value: str) -> str:
@@ -333,8 +326,7 @@ class BackupManifest(_Strict):
     @model_validator(mode="after")
     def _encrypted_throughout(self) -> BackupManifest:
         """An encrypted backup is version 2 or 3, authenticated, and every object is encrypted;
-        a plain one (version 1 or 3) has no encrypted object. Digests are BLAKE2b's before
-        version 3 and XXH3's from it."""
+        a plain one (version 1 or 3) has no encrypted object."""
         if self.encryption is None:
             if self.format_version == 2:
                 raise ValueError("encryption: missing (a version 2 manifest is of an encrypted backup)")
@@ -342,13 +334,6 @@ class BackupManifest(_Strict):
                 raise ValueError("authentication: only an encrypted backup's manifest has one")
         elif self.format_version < 2:
             raise ValueError("formatVersion: an encrypted backup's manifest is version 2 or later")
-        algorithm = XXH3 if self.format_version >= XXH3_FORMAT_VERSION else BLAKE2B
-        for i, entry in enumerate(self.collections):
-            if entry.digest is not None and digest_algorithm(entry.digest) != algorithm:
-                raise ValueError(
-                    f"collections[{i}].digest: a version {self.format_version} manifest's digests "
-                    f"are {algorithm}..."
-                )
         for i, entry in enumerate(self.collections):
             for j, o in enumerate(entry.objects):
                 if o.chain.encrypted != self.encrypted:
@@ -356,6 +341,18 @@ class BackupManifest(_Strict):
                     raise ValueError(
                         f"collections[{i}].objects[{j}]: {shown(o.name)} is {state}, unlike the backup"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _digests_of_the_version(self) -> BackupManifest:
+        """Digests are BLAKE2b's before version 3 and XXH3's from it."""
+        algorithm = XXH3 if self.format_version >= XXH3_FORMAT_VERSION else BLAKE2B
+        for i, entry in enumerate(self.collections):
+            if entry.digest is not None and digest_algorithm(entry.digest) != algorithm:
+                raise ValueError(
+                    f"collections[{i}].digest: a version {self.format_version} manifest's digests "
+                    f"are {algorithm}..."
+                )
         return self
 
     @model_validator(mode="after")

@@ -30,7 +30,7 @@ from .retry import in_thread
 TEMP_MARKER = ".tmp-"
 #: writes are held in memory up to this size, so that a small object is opened, written,
 #: fsynced and linked in one worker-thread call at commit: a thread hop costs more CPU than
-#: writing a small file does (BENCHMARKS.md, run N: the many-collections set)
+#: writing a small file does (BENCHMARKS.md, runs O and P: the many-collections set)
 BUFFERED_BYTES = 1024 * 1024
 
 
