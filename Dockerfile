@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-# A C compiler for the content digest's walk (operator/mongo_backup/engine/_content_digest.c):
+# A C compiler for the content digest's walk (operator/mongo_backup/engine/_bson_walk.c):
 # it stays in this stage; the runtime stage gets the compiled wheel. Unpinned: Debian's
 # security updates of the compiler are welcome and change nothing in the image.
 # hadolint ignore=DL3008

@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed-stamp
 
 .PHONY: demo test lint check e2e bench crds clean
 
-$(STAMP): pyproject.toml setup.py constraints.txt operator/mongo_backup/engine/_content_digest.c
+$(STAMP): pyproject.toml setup.py constraints.txt operator/mongo_backup/engine/_bson_walk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins every version CI was green with: resolution is instant and repeatable

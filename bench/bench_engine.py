@@ -20,7 +20,8 @@ the result, because of caches):
               else (the synchronous driver: the stricter baseline)                    (a)
     backup    run_backup to a local folder, per --compressions                        (b)
   raw drain   once through the asyncio driver the engine uses, for its CPU share (not in
-              the ratios), and once more with the synchronous driver (after)
+              the ratios), once through the engine's own cursor (engine/cursor.py), and once
+              more with the synchronous driver (after)
   (small and large only, not many:)
   then --repeat times, alternating:
     raw insert  insert_many(RawBSONDocument..., ordered=False) of the same batches    (c)
@@ -226,10 +227,15 @@ def phase_drain(meter: Meter, uri: str, db: str, **_: Any) -> dict[str, Any]:
     return {"bytes": total, "extra": {"first_batch": first}}
 
 
-def phase_drain_async(meter: Meter, uri: str, db: str, **_: Any) -> dict[str, Any]:
+def phase_drain_async(
+    meter: Meter, uri: str, db: str, engine_cursor: bool = False, **_: Any
+) -> dict[str, Any]:
     """The same drain through the asyncio driver the engine uses: the driver's share of the
-    backup's CPU."""
+    backup's CPU; with `engine_cursor`, through the engine's own cursor (engine/cursor.py:
+    the driver's cursor, its replies unpacked without an object per document)."""
     from pymongo import AsyncMongoClient
+
+    from mongo_backup.engine.cursor import raw_batches as engine_batches
 
     async def main() -> dict[str, Any]:
         client: AsyncMongoClient[Any] = AsyncMongoClient(uri, serverSelectionTimeoutMS=20_000)
@@ -237,7 +243,9 @@ def phase_drain_async(meter: Meter, uri: str, db: str, **_: Any) -> dict[str, An
         total = 0
         with meter:
             for name in sorted(await client[db].list_collection_names()):
-                async for batch in client[db][name].find_raw_batches():
+                collection = client[db][name]
+                cursor = engine_batches(collection, 0) if engine_cursor else collection.find_raw_batches()
+                async for batch in cursor:
                     total += len(batch)
         await client.close()
         return {"bytes": total}
@@ -675,6 +683,9 @@ def run_dataset(
                 if rep < repeat:
                     shutil.rmtree(target, ignore_errors=True)
     runner.measure(name, "raw drain, async driver", "drain_async", count, counted=False, db=src_db)
+    runner.measure(
+        name, "raw drain, engine's cursor", "drain_async", count, counted=False, db=src_db, engine_cursor=True
+    )
     runner.measure(name, "raw drain (after)", "drain", count, db=src_db)
     if per_collection:
         runner.drop_database(src_db)

@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 
 def free_port() -> int:
@@ -96,3 +97,31 @@ def split_documents(batch: bytes) -> list[bytes]:
         out.append(bytes(batch[pos : pos + size]))
         pos += size
     return out
+
+
+class Commands(monitoring.CommandListener):
+    """Every command the client sends, in order, with its body."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.sent]
+
+    def of(self, name: str, collection: str | None = None) -> list[dict[str, Any]]:
+        """The commands `name` sent, of `collection` if given (getMore names it apart)."""
+        key = "collection" if name == "getMore" else name
+        return [
+            body
+            for command, body in self.sent
+            if command == name and (collection is None or body.get(key) == collection)
+        ]

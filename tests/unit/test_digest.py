@@ -85,7 +85,7 @@ def _random_documents(rng: random.Random, n: int) -> list[bytes]:
 
 def test_the_c_walk_is_built() -> None:
     # CI must measure and test what users run; a wheel built without a C compiler falls back
-    assert digest.NATIVE, "engine/_content_digest.c was not built: pip install needs a C compiler"
+    assert digest.NATIVE, "engine/_bson_walk.c was not built: pip install needs a C compiler"
 
 
 def test_a_backup_digest_is_the_formats_xxh3_sum() -> None:

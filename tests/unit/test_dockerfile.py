@@ -149,9 +149,7 @@ def test_dockerignore_keeps_the_context_to_what_the_wheel_needs() -> None:
         assert dockerignore_excludes(left_out), f".dockerignore lets {left_out} into the build context"
     assert dockerignore_excludes("operator/mongo_backup/__pycache__/cli.cpython-311.pyc")
     # an extension built in place by `pip install -e` is the host's, not the image's
-    assert dockerignore_excludes(
-        "operator/mongo_backup/engine/_content_digest.cpython-311-x86_64-linux-gnu.so"
-    )
+    assert dockerignore_excludes("operator/mongo_backup/engine/_bson_walk.cpython-311-x86_64-linux-gnu.so")
 
 
 # ---- the install steps, for real ---------------------------------------------------------------
@@ -233,7 +231,7 @@ def test_installed_cli_answers_help(installed: InstalledImage) -> None:
 def test_the_installed_wheel_has_the_content_digests_c_walk(installed: InstalledImage) -> None:
     result = installed.python("from mongo_backup.engine.digest import NATIVE; print(NATIVE)")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True", "the wheel was built without engine/_content_digest.c"
+    assert result.stdout.strip() == "True", "the wheel was built without engine/_bson_walk.c"
 
 
 def test_installed_cli_generates_the_committed_crds(installed: InstalledImage, tmp_path: Path) -> None:

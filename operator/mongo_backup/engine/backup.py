@@ -38,7 +38,7 @@ from ..storage import ObjectExists, Storage
 from ..storage.retry import in_thread, settle
 from .cancellation import cancelled_with, checkpoint, clean_up
 from .compression import get_codec
-from .cursor import batch_documents
+from .cursor import batch_documents, raw_batches
 from .digest import ContentDigest
 from .encryption import BackupKeys
 from .envelope import seal_new_backup
@@ -260,7 +260,7 @@ class _Job:
 
         async def read_batches() -> None:
             with _driver(f"reading {self.plan.namespace}"):
-                cursor = collection.find_raw_batches(batch_size=FIRST_BATCH_DOCUMENTS)
+                cursor = raw_batches(collection, FIRST_BATCH_DOCUMENTS)
                 first = True
                 async for batch in cursor:
                     checkpoint()

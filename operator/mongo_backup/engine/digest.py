@@ -24,8 +24,8 @@ import xxhash
 
 from .errors import IntegrityError
 
-try:  # the walk in C (engine/_content_digest.c); the same walk in Python below where not built
-    from ._content_digest import scan as _scan_in_c
+try:  # the walk in C (engine/_bson_walk.c); the same walk in Python below where not built
+    from ._bson_walk import scan as _scan_in_c
 except ImportError:  # pragma: no cover - a build without a C compiler
     _scan_in_c = None  # type: ignore[assignment]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from mongo_backup.engine import BackupOptions, run_backup
 from mongo_backup.engine import backup as backup_module
@@ -19,6 +19,7 @@ from mongo_backup.engine.failpoints import armed
 from mongo_backup.engine.model import Progress
 from mongo_backup.engine.progress import ProgressTracker
 from mongo_backup.storage import Storage
+from tests.support.mongo import Commands
 
 Client = AsyncMongoClient[Any]
 
@@ -29,34 +30,6 @@ PAYLOAD = 2000
 CATALOG_COMMANDS = {"buildInfo", "listDatabases", "listCollections", "count"}
 #: never during a backup: full scans on SecantusDB, deprecated (collStats) on mongod
 SCANNING_COMMANDS = {"collStats", "dbStats", "dataSize"}
-
-
-class Commands(monitoring.CommandListener):
-    """Every command the client sends, in order, with its body."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.sent.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.sent]
-
-    def of(self, name: str, collection: str | None = None) -> list[dict[str, Any]]:
-        """The commands `name` sent, of `collection` if given (getMore names it apart)."""
-        key = "collection" if name == "getMore" else name
-        return [
-            body
-            for command, body in self.sent
-            if command == name and (collection is None or body.get(key) == collection)
-        ]
 
 
 @dataclass
