@@ -1,11 +1,12 @@
 /* The walks over BSON bytes that run once per document, in C.
  *
- * scan: the content digest's walk. engine/digest.py defines the digest: every document's XXH3-128 summed modulo 2**128. Done
- * in Python, the walk over a batch costs ~1 us per document (the loop, a slice and a hash
- * object per document): more client CPU than the driver spends reading the batch. Here it
- * is ~0.05 us per small document, and the GIL is released while it runs, so a backup's event
- * loop keeps reading the next batch. digest.py holds the same walk in Python for a build
- * without a C compiler; a test checks that both give the same results, byte for byte.
+ * scan: the content digest's walk. engine/digest.py defines the digest: every document's
+ * XXH3-128 summed modulo 2**128. Done in Python, the walk over a batch costs ~1 us per
+ * document (the loop, a slice and a hash object per document): more client CPU than the
+ * driver spends reading the batch. Here it is ~0.05 us per small document, and the GIL is
+ * released while it runs, so a backup's event loop keeps reading the next batch. digest.py
+ * holds the same walk in Python for a build without a C compiler; a test checks that both
+ * give the same results, byte for byte.
  *
  * array_documents: a find/getMore reply's batch, an array of documents, made the documents
  * back to back that a backup stores (engine/batch_reply.py says why the driver's own
