@@ -11,15 +11,17 @@ from mongo_backup.engine.errors import IntegrityError, InvalidInput
 DATA = os.urandom(200_000) + b"abc" * 300_000
 
 
-def _compress(name: str, data: bytes, pieces: int = 7) -> bytes:
-    c = get_codec(name).compressor()
+def _compress(name: str, data: bytes, pieces: int = 7, *, small: bool = False) -> bytes:
+    c = get_codec(name).compressor(small=small)
     step = len(data) // pieces + 1
     return b"".join(c.compress(data[i : i + step]) for i in range(0, len(data), step)) + c.flush()
 
 
+@pytest.mark.parametrize("small", [False, True], ids=["stream", "small"])
 @pytest.mark.parametrize("name", sorted(CODECS))
-def test_round_trip_in_any_chunking(name: str) -> None:
-    packed = _compress(name, DATA)
+def test_round_trip_in_any_chunking(name: str, small: bool) -> None:
+    """A stream known to be small is compressed without worker threads: the same format."""
+    packed = _compress(name, DATA, small=small)
     for step in (1000, 65536, len(packed) or 1):
         d = get_codec(name).decompressor("obj")
         out = b"".join(d.decompress(packed[i : i + step]) for i in range(0, len(packed), step))

@@ -40,13 +40,15 @@ class Codec:
     default_level: int | None
     levels: tuple[int, int] | None
 
-    def compressor(self, level: int | None = None) -> StreamCompressor:
+    def compressor(self, level: int | None = None, *, small: bool = False) -> StreamCompressor:
+        """`small`: the whole stream is known to be small, so it is compressed on the calling
+        thread (the output is the same format either way)."""
         level = self.default_level if level is None else level
         if self.levels and level is not None and not self.levels[0] <= level <= self.levels[1]:
             lo, hi = self.levels
             raise InvalidInput(f"compression level {level} is out of range for {self.name} ({lo}..{hi})")
         if self.name == "zstd":
-            return _ZstdCompressor(level or 3)
+            return _ZstdCompressor(level or 3, threads=0 if small else min(2, os.cpu_count() or 1))
         if self.name == "gzip":
             return _GzipCompressor(level or 6)
         return _Identity()
@@ -81,13 +83,12 @@ def codec_for_suffix(filename: str) -> Codec:
 
 
 class _ZstdCompressor(StreamCompressor):
-    def __init__(self, level: int) -> None:
+    def __init__(self, level: int, threads: int) -> None:
         # Two workers keep pace with a raw BSON stream on a small node. 1 MiB jobs instead of
         # zstd's default (several MiB per worker, buffered twice) keep each compressor's memory
-        # at a few MB instead of ~50 MB, and measured faster on 2 cores.
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=min(2, os.cpu_count() or 1), job_size=1 << 20
-        )
+        # at a few MB instead of ~50 MB, and measured faster on 2 cores. Workers cost CPU to
+        # start and to feed: a small stream is compressed without them (threads=0).
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, job_size=1 << 20)
         self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data: bytes) -> bytes:

@@ -59,11 +59,14 @@ class Transforms:
         base = name.removesuffix(ENCRYPTED_SUFFIX) if encrypted else name
         return cls(codec_for_suffix(base), encrypted)
 
-    def writer(self, name: str, level: int | None, keys: BackupKeys | None) -> ObjectWriter:
+    def writer(
+        self, name: str, level: int | None, keys: BackupKeys | None, *, small: bool = False
+    ) -> ObjectWriter:
+        """`small`: the whole object is known to be small (compression.Codec.compressor)."""
         if self.encrypted and keys is None:
             raise KeyRequired(f"{name}: an encrypted object needs the backup's keys")
         sealer = keys.sealer(name) if self.encrypted and keys is not None else None
-        return ObjectWriter(self.codec.compressor(level), sealer)
+        return ObjectWriter(self.codec.compressor(level, small=small), sealer)
 
     def reader(self, name: str, where: str, keys: BackupKeys | None) -> ObjectReader:
         if self.encrypted and keys is None:
