@@ -11,7 +11,15 @@ from typing import Any
 
 from mongo_backup.api import SCHEDULE_LABEL
 from mongo_backup_demo.kube import KubeEmulator
-from tests.integration.operator.harness import GROUP_VERSION, NAMESPACE, events_of, get, phase_is, wait_for
+from tests.integration.operator.harness import (
+    GROUP_VERSION,
+    NAMESPACE,
+    events_of,
+    get,
+    path_of,
+    phase_is,
+    wait_for,
+)
 
 SCHEDULES = "mongobackupschedules"
 BACKUPS = "mongobackups"
@@ -61,6 +69,18 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def edit_schedule(kube: KubeEmulator, name: str, spec: dict[str, Any]) -> None:
+    """Merge-patch a schedule's spec, and wait until the operator has evaluated the edited
+    spec (status.observedGeneration): a clock moved next meets the new spec, not the old one
+    (its watch event can arrive after the clock's move on a loaded machine)."""
+    edited = kube.api("PATCH", path_of(SCHEDULES, name), {"spec": spec}, "application/merge-patch+json")
+    generation = edited["metadata"]["generation"]
+    eventually(
+        lambda: (status_of(kube, name).get("observedGeneration") or 0) >= generation,
+        f"schedule {name} evaluated at generation {generation}",
+    )
 
 
 def status_of(kube: KubeEmulator, name: str) -> dict[str, Any]:

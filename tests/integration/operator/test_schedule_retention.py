@@ -27,6 +27,7 @@ from tests.integration.operator.scheduling import (
     SCHEDULES,
     backups_of,
     completed,
+    edit_schedule,
     event_messages,
     eventually,
     schedule_object,
@@ -211,12 +212,7 @@ def test_the_only_completed_backup_is_never_deleted(
     good = f"fragile-{stamp(start)}"
     completed(kube, good)
     # the template is edited: from now on every backup fails (nothing matches)
-    kube.api(
-        "PATCH",
-        path_of(SCHEDULES, "fragile"),
-        {"spec": {"backupTemplate": {"namespaces": {"include": ["no_such_database.*"]}}}},
-        "application/merge-patch+json",
-    )
+    edit_schedule(kube, "fragile", {"backupTemplate": {"namespaces": {"include": ["no_such_database.*"]}}})
     clock.set(start + timedelta(hours=1, seconds=3))
     bad = f"fragile-{stamp(start + timedelta(hours=1))}"
     # it fails at once and retention deletes it (keepFailed 0): watch the schedule, not it
