@@ -24,7 +24,6 @@ from tests.integration.operator.harness import (
     condition,
     get,
     gone,
-    path_of,
     phase_is,
     wait_for,
 )
@@ -33,6 +32,7 @@ from tests.integration.operator.scheduling import (
     SCHEDULES,
     backups_of,
     completed,
+    edit_schedule,
     event_messages,
     eventually,
     iso,
@@ -241,12 +241,7 @@ def test_suspend_then_resume_catches_up_once(
     eventually(lambda: status_of(kube, "paused").get("active") == [], "an evaluation while suspended")
     assert "nextScheduleTime" not in status_of(kube, "paused")
     assert backups_of(kube, "paused") == {}
-    kube.api(
-        "PATCH",
-        path_of(SCHEDULES, "paused"),
-        {"spec": {"suspend": False}},
-        "application/merge-patch+json",
-    )
+    edit_schedule(kube, "paused", {"suspend": False})
     latest = start + timedelta(hours=2)
     completed(kube, f"paused-{stamp(latest)}")
     assert list(backups_of(kube, "paused")) == [f"paused-{stamp(latest)}"]
@@ -283,12 +278,7 @@ def test_a_bad_schedule_or_time_zone_is_a_clear_error(
     assert message in warning[0]
     assert backups_of(kube, "broken") == {}
     # fixed: the schedule works
-    kube.api(
-        "PATCH",
-        path_of(SCHEDULES, "broken"),
-        {"spec": {"schedule": "@daily", "timeZone": "Europe/Berlin"}},
-        "application/merge-patch+json",
-    )
+    edit_schedule(kube, "broken", {"schedule": "@daily", "timeZone": "Europe/Berlin"})
     eventually(
         lambda: (c := condition(get(kube, SCHEDULES, "broken") or {}, "Ready")) and c["status"] == "True",
         "Ready True after the fix",

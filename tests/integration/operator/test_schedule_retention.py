@@ -179,12 +179,7 @@ def test_dry_run_only_reports_until_switched_off(
     would = eventually(lambda: event_messages(kube, "careful", "WouldPrune"), "a WouldPrune event")
     assert first in would[0]
     # dryRun off: retention runs again at once (the policy changed), no new backup needed
-    kube.api(
-        "PATCH",
-        path_of(SCHEDULES, "careful"),
-        {"spec": {"retention": {"dryRun": False}}},
-        "application/merge-patch+json",
-    )
+    edit_schedule(kube, "careful", {"retention": {"dryRun": False}})
     retention_done(kube, "careful", "deleted", [first])
     gone(kube, BACKUPS, first)
     assert list(backups_of(kube, "careful")) == [second]
