@@ -233,10 +233,16 @@ class _Job:
     async def run(self) -> CollectionEntry:
         objects: list[StoredObject] = []
         digest: ContentDigest | None = None
-        if self.plan.type != "view":
-            data_object, digest = await self._dump_data()
+        # the indexes are listed while the data is read, not after: with many small
+        # collections, a round trip less per collection keeps the server busy (BENCHMARKS.md
+        # run U: 1.31x to 1.07x the drain's wall on 500 collections of 200 documents)
+        async with asyncio.TaskGroup() as group:
+            indexes = group.create_task(self._list_indexes())
+            dumped = group.create_task(self._dump_data()) if self.plan.type != "view" else None
+        if dumped is not None:
+            data_object, digest = dumped.result()
             objects.append(data_object)
-        objects.append(await self._dump_metadata())
+        objects.append(await self._dump_metadata(indexes.result()))
         await self.tracker.finish(self.progress)
         return CollectionEntry(
             db=self.plan.db,
@@ -324,12 +330,14 @@ class _Job:
         assert writer.info is not None and stored is not None
         return chains.stored(name, "data", writer.info.size, stored.sha256, chains.data), digest
 
-    async def _dump_metadata(self) -> StoredObject:
-        indexes: list[dict[str, Any]] = []
-        if self.plan.type != "view":
-            with _driver(f"listing the indexes of {self.plan.namespace}"):
-                cursor = await self.client[self.plan.db][self.plan.name].list_indexes()
-                indexes = [dict(ix) async for ix in cursor]
+    async def _list_indexes(self) -> list[dict[str, Any]]:
+        if self.plan.type == "view":
+            return []
+        with _driver(f"listing the indexes of {self.plan.namespace}"):
+            cursor = await self.client[self.plan.db][self.plan.name].list_indexes()
+            return [dict(ix) async for ix in cursor]
+
+    async def _dump_metadata(self, indexes: list[dict[str, Any]]) -> StoredObject:
         info = dict(self.plan.info)
         info["type"] = self.plan.type
         chains = self.chains

@@ -26,8 +26,9 @@ Client = AsyncMongoClient[Any]
 #: fixed-size, incompressible documents: batch sizes are exact, and 2,500 of them make a data
 #: object of two chunks (the engine writes 4 MiB at a time)
 PAYLOAD = 2000
-#: what the dump asks before its first `find`: the catalog, the server's version, and counts
-CATALOG_COMMANDS = {"buildInfo", "listDatabases", "listCollections", "count"}
+#: what may come before the first find: the catalog (a collection's indexes are listed beside
+#: its data), the server version and the counts
+CATALOG_COMMANDS = {"buildInfo", "listDatabases", "listCollections", "listIndexes", "count"}
 #: never during a backup: full scans on SecantusDB, deprecated (collStats) on mongod
 SCANNING_COMMANDS = {"collStats", "dbStats", "dataSize"}
 
