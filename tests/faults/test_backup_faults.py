@@ -2,7 +2,8 @@
 a store refusing uploads, two runs racing for one backup name (CLI and operator).
 
 Each run is stopped at an exact step with a failpoint (`backup.locked`, `backup.plan`,
-`backup.data`, `backup.manifest`: see mongo_backup/engine/backup.py), never with a sleep.
+`backup.data`, `backup.metadata`, `backup.manifest`: see mongo_backup/engine/backup.py), never
+with a sleep.
 """
 
 from __future__ import annotations
@@ -171,6 +172,36 @@ def test_ctrl_c_mid_data_leaves_nothing_under_the_name(mongo_uri: str, source: s
         assert any(".tmp-" in name for name in files_under(root)), files_under(root)
         done = run.interrupt()
     assert done.returncode == 130, done.output
+    assert files_under(root) == {}
+
+
+async def test_a_metadata_failure_mid_data_stops_the_data_and_leaves_nothing(
+    mongo: AsyncMongoClient[Any], source: str, root: Path
+) -> None:
+    """Promise: a collection's metadata is dumped while its data is read; when the metadata
+    fails with the data object half written, that write is stopped and the run fails with the
+    metadata's error, leaving nothing under its name."""
+    data_in_flight = asyncio.Event()
+    half_written: list[str] = []
+
+    async def hold_the_data(context: dict[str, Any]) -> None:
+        if context["ns"] == f"{source}.b":
+            data_in_flight.set()
+            # until the metadata's failure cancels it; bounded, so that a dump that writes the
+            # metadata only after the data fails here instead of hanging
+            await asyncio.wait_for(asyncio.Event().wait(), 30)
+
+    async def refuse_the_metadata(context: dict[str, Any]) -> None:
+        if context["ns"] == f"{source}.b":
+            await data_in_flight.wait()
+            half_written.extend(name for name in files_under(root) if ".tmp-" in name)
+            raise StorageAccessDenied(f"{context['object']}: refused by the test")
+
+    storage = open_storage(f"file://{root}/nightly")
+    with armed("backup.data", hold_the_data), armed("backup.metadata", refuse_the_metadata):
+        with pytest.raises(StorageAccessDenied, match=r"/b\.metadata\.json"):
+            await run_backup(mongo, storage, BackupOptions(include=[f"{source}.*"], parallel=1))
+    assert half_written, "the data object of b was not being written when its metadata failed"
     assert files_under(root) == {}
 
 
