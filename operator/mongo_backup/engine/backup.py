@@ -343,7 +343,7 @@ class _Job:
         chains = self.chains
         name = self.stem + METADATA_SUFFIX + chains.metadata.suffix
         await failpoint("backup.metadata", ns=self.plan.namespace, object=name)
-        writer = chains.metadata.writer(name, chains.level, chains.keys)
+        writer = chains.metadata.writer(name, chains.level, chains.keys, small=True)
         raw = writer.whole(build_metadata(info, indexes))
         with self.written.writing(name):
             stored = await self.storage.write_bytes(name, raw)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import abc
 import os
+import threading
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import zstandard
@@ -50,7 +53,8 @@ class Codec:
         if self.name == "zstd":
             return _ZstdCompressor(level or 3, threads=0 if small else min(2, os.cpu_count() or 1))
         if self.name == "gzip":
-            return _GzipCompressor(level or 6)
+            # the same bytes on every machine: the member layout does not depend on its cores
+            return _GzipCompressor(level or 6) if small else _ParallelGzipCompressor(level or 6)
         return _Identity()
 
     def decompressor(self, where: str) -> StreamDecompressor:
@@ -129,6 +133,73 @@ class _GzipCompressor(StreamCompressor):
 
     def flush(self) -> bytes:
         return self._obj.flush()
+
+
+#: the input of one gzip member of _ParallelGzipCompressor: large enough that starting each
+#: member without the previous one's history costs <0.1% of size, small enough to spread
+DEFLATE_BLOCK = 1 << 20
+_deflate_pool: ThreadPoolExecutor | None = None
+_deflate_pool_lock = threading.Lock()
+
+
+def _deflate_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def _deflate_executor() -> ThreadPoolExecutor:
+    """One pool for every gzip stream of the process: deflate is CPU-bound, so more threads
+    than cores would only queue, whatever the number of collections compressed at once."""
+    global _deflate_pool
+    with _deflate_pool_lock:
+        if _deflate_pool is None:
+            _deflate_pool = ThreadPoolExecutor(_deflate_threads(), thread_name_prefix="deflate")
+        return _deflate_pool
+
+
+def _gzip_member(block: bytes, level: int) -> bytes:
+    obj = zlib.compressobj(level, zlib.DEFLATED, 31)  # zlib releases the GIL while it deflates
+    return obj.compress(block) + obj.flush()
+
+
+class _ParallelGzipCompressor(StreamCompressor):
+    """pigz's idea, simplified: the stream is cut into DEFLATE_BLOCK pieces, each deflated into
+    a gzip member of its own on the shared pool's threads. Concatenated members are one gzip
+    file (RFC 1952, 2.2): gunzip, Go's reader (mongorestore) and ours read it whole. Deflate
+    runs at ~30 MB/s per core here, a third of what SecantusDB serves on one collection
+    (BENCHMARKS.md run V); mongodump --gzip deflates each collection on one thread. The output
+    depends on the input alone, never on the threads' timing."""
+
+    def __init__(self, level: int) -> None:
+        self._level = level
+        self._pool = _deflate_executor()
+        self._buffer = bytearray()
+        self._pending: deque[Future[bytes]] = deque()
+        #: blocks in flight before compress() waits for the oldest: the memory bound
+        self._window = _deflate_threads() + 1
+        self._members = 0
+
+    def _submit(self, block: bytes) -> None:
+        self._pending.append(self._pool.submit(_gzip_member, block, self._level))
+        self._members += 1
+
+    def _collect(self, wait_beyond: int) -> bytes:
+        out: list[bytes] = []
+        while self._pending and (self._pending[0].done() or len(self._pending) > wait_beyond):
+            out.append(self._pending.popleft().result())
+        return b"".join(out)
+
+    def compress(self, data: bytes) -> bytes:
+        self._buffer += data
+        while len(self._buffer) >= DEFLATE_BLOCK:
+            self._submit(bytes(self._buffer[:DEFLATE_BLOCK]))
+            del self._buffer[:DEFLATE_BLOCK]
+        return self._collect(wait_beyond=self._window)
+
+    def flush(self) -> bytes:
+        if self._buffer or not self._members:  # an empty stream is still one (empty) member
+            self._submit(bytes(self._buffer))
+            self._buffer = bytearray()
+        return self._collect(wait_beyond=0)
 
 
 class _GzipDecompressor(StreamDecompressor):
