@@ -138,6 +138,8 @@ class _GzipCompressor(StreamCompressor):
 #: the input of one gzip member of _ParallelGzipCompressor: large enough that starting each
 #: member without the previous one's history costs <0.1% of size, small enough to spread
 DEFLATE_BLOCK = 1 << 20
+#: the most input handed to zlib at once when inflating
+INFLATE_SLICE = 256 * 1024
 _deflate_pool: ThreadPoolExecutor | None = None
 _deflate_pool_lock = threading.Lock()
 
@@ -210,16 +212,21 @@ class _GzipDecompressor(StreamDecompressor):
 
     def decompress(self, data: bytes) -> bytes:
         self._seen = True
+        out: list[bytes] = []
+        view = memoryview(data)
         try:
-            out = self._obj.decompress(data)
-            while self._obj.eof and self._obj.unused_data:
-                # concatenated gzip members are valid gzip
-                rest = self._obj.unused_data
-                self._obj = zlib.decompressobj(31)
-                out += self._obj.decompress(rest)
+            # in slices: at each member's end zlib copies the rest of its input (unused_data),
+            # which over a whole object of 1 MiB members would be quadratic
+            for start in range(0, len(view), INFLATE_SLICE):
+                out.append(self._obj.decompress(view[start : start + INFLATE_SLICE]))
+                while self._obj.eof and self._obj.unused_data:
+                    # concatenated gzip members are valid gzip
+                    rest = self._obj.unused_data
+                    self._obj = zlib.decompressobj(31)
+                    out.append(self._obj.decompress(rest))
         except zlib.error as exc:
             raise IntegrityError(f"{self._where}: corrupt gzip data ({exc})") from None
-        return out
+        return b"".join(out)
 
     def finish(self) -> None:
         if self._seen and not self._obj.eof:
