@@ -169,7 +169,10 @@ class _ParallelGzipCompressor(StreamCompressor):
     file (RFC 1952, 2.2): gunzip, Go's reader (mongorestore) and ours read it whole. Deflate
     runs at ~30 MB/s per core here, a third of what SecantusDB serves on one collection
     (BENCHMARKS.md run V); mongodump --gzip deflates each collection on one thread. The output
-    depends on the input alone, never on the threads' timing."""
+    depends on the input alone, never on the threads' timing. `compress` waits for the oldest
+    member once `_window` are in flight (the memory bound): the engine calls it in a worker
+    thread for batches over backup.INLINE_BYTES, so the event loop waits at most for one
+    member of a small batch, and only when the pool is that far behind."""
 
     def __init__(self, level: int) -> None:
         self._level = level
