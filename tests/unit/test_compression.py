@@ -53,7 +53,7 @@ def test_gzip_output_is_plain_gzip_as_mongodump_writes() -> None:
     assert get_codec("gzip").suffix == ".gz" and codec_for_suffix("db/c.bson.gz").name == "gzip"
 
 
-def test_a_large_gzip_stream_is_members_any_gzip_reader_reads_whole() -> None:
+def test_a_large_gzip_stream_is_members_that_any_gzip_reader_reads_whole() -> None:
     """A large gzip stream is deflated in parallel, one gzip member per DEFLATE_BLOCK: Python's
     gzip module (as gunzip and mongorestore) reads the members as one file; the bytes depend
     on the input alone, not on how it was cut or on the threads; the size is the one-stream
