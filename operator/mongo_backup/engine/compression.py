@@ -159,8 +159,8 @@ def _deflate_executor() -> ThreadPoolExecutor:
 
 
 def _gzip_member(block: bytes, level: int) -> bytes:
-    obj = zlib.compressobj(level, zlib.DEFLATED, 31)  # zlib releases the GIL while it deflates
-    return obj.compress(block) + obj.flush()
+    member = _GzipCompressor(level)  # zlib releases the GIL while it deflates
+    return member.compress(block) + member.flush()
 
 
 class _ParallelGzipCompressor(StreamCompressor):
